@@ -1,0 +1,99 @@
+/* doge-wasm: public C API of the Doge inference core.
+ *
+ * Life cycle (no hidden global state; every object is an explicit struct):
+ *
+ *   DogeLoader *ld = doge_loader_new(config_json, len, &err);   // config.json text
+ *   doge_loader_begin_file(ld, "model.safetensors", &err);       // once per safetensors file
+ *   doge_loader_feed(ld, bytes, n, &err);                        // any chunk size, any number of calls
+ *   doge_loader_end_file(ld, &err);
+ *   DogeModel *m = doge_loader_finish(ld, &err);                  // checks every tensor arrived
+ *   doge_loader_free(ld);
+ *   DogeSession *s = doge_session_new(m, n_ctx, n_threads, &err); // KV cache + activations + thread pool
+ *   doge_forward(s, ids, n, logits, DOGE_LOGITS_ALL, &err);      // prefill or decode, appends to the cache
+ *   doge_session_free(s); doge_model_free(m);
+ *
+ * Every function that can fail returns a DogeStatus and fills a DogeError with a message that names the
+ * file and what is wrong. Nothing aborts on user input.
+ */
+#ifndef DOGE_H
+#define DOGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    DOGE_OK = 0,
+    DOGE_ERR_CONFIG = 1,      /* config.json missing fields, bad values, unsupported options */
+    DOGE_ERR_FORMAT = 2,      /* safetensors container is malformed (header, offsets, truncation) */
+    DOGE_ERR_TENSOR = 3,      /* a tensor is missing, unexpected, of the wrong shape or dtype */
+    DOGE_ERR_UNSUPPORTED = 4, /* a recognised but unsupported checkpoint (e.g. the old remote-code layout) */
+    DOGE_ERR_NOMEM = 5,       /* an allocation failed */
+    DOGE_ERR_INPUT = 6,       /* bad arguments at run time (token ids, context overflow, call order) */
+} DogeStatus;
+
+typedef struct {
+    int code;       /* a DogeStatus */
+    char msg[512];  /* one line, names the file and the problem */
+} DogeError;
+
+typedef struct DogeModel DogeModel;
+typedef struct DogeLoader DogeLoader;
+typedef struct DogeSession DogeSession;
+
+/* ---- loading ------------------------------------------------------------------------------------------ */
+DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err);
+int doge_loader_begin_file(DogeLoader *ld, const char *file_name, DogeError *err);
+int doge_loader_feed(DogeLoader *ld, const uint8_t *bytes, size_t n, DogeError *err);
+int doge_loader_end_file(DogeLoader *ld, DogeError *err);
+/* Returns the model (ownership moves to the caller) once every required tensor has arrived. */
+DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err);
+void doge_loader_free(DogeLoader *ld);
+/* Bytes of weight memory the config implies (compute type), known before any weight arrives. */
+uint64_t doge_loader_weight_bytes(const DogeLoader *ld);
+
+void doge_model_free(DogeModel *m);
+
+/* Native convenience: loads a HF model directory (config.json + model.safetensors or a sharded
+ * model.safetensors.index.json) by feeding the files in chunks of chunk_bytes through the loader above. */
+DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, DogeError *err);
+
+/* ---- model facts ------------------------------------------------------------------------------------- */
+typedef enum { DOGE_TASK_CAUSAL_LM = 0, DOGE_TASK_SEQ_CLS = 1 } DogeTask;
+int doge_model_task(const DogeModel *m);
+int doge_model_vocab_size(const DogeModel *m);
+int doge_model_num_labels(const DogeModel *m);          /* sequence classification only, else 0 */
+int doge_model_max_position_embeddings(const DogeModel *m);
+int doge_model_tied_head(const DogeModel *m);           /* 1 when lm_head reuses the embedding */
+/* Checksum of all weights (FNV-1a over the float bits), to prove chunk-size invariance of loading. */
+uint64_t doge_model_weights_hash(const DogeModel *m);
+
+/* ---- running ----------------------------------------------------------------------------------------- */
+/* n_ctx: the most tokens the KV cache holds (0 = max_position_embeddings); n_threads >= 1. */
+DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, DogeError *err);
+void doge_session_free(DogeSession *s);
+void doge_session_reset(DogeSession *s);                /* empties the KV cache and the dynamic-RoPE state */
+int doge_session_pos(const DogeSession *s);             /* tokens in the KV cache */
+int doge_session_threads(const DogeSession *s);
+int doge_session_n_ctx(const DogeSession *s);
+
+typedef enum {
+    DOGE_LOGITS_NONE = 0,  /* only fill the cache */
+    DOGE_LOGITS_LAST = 1,  /* out: [V] (or [num_labels] for sequence classification) */
+    DOGE_LOGITS_ALL = 2,   /* out: [n, V] row-major (causal LM only) */
+} DogeLogitsMode;
+
+/* Runs one forward call over n new tokens, appending them to the session's KV cache. For a sequence-
+ * classification model the pooled logits [num_labels] are written (mode must not be NONE), pooling the
+ * right-most non-pad token of this call. */
+int doge_forward(DogeSession *s, const int32_t *ids, int n, float *out, int mode, DogeError *err);
+
+const char *doge_status_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

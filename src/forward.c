@@ -1,0 +1,561 @@
+/* The Doge forward pass (HF transformers models/doge 4.57, eager attention, fp32) and its session state:
+ * KV cache, dynamic-mask bias cache, rotary state, workspace and thread pool.
+ *
+ * Notation: S tokens in this call, P = tokens already cached, T = P + S, D hidden, H query heads,
+ * KV key/value heads, hd head_dim, R = H / KV, I intermediate, V vocab, W keep_window_size,
+ * E experts, K = sqrt(E) product keys. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "model.h"
+#include "pool.h"
+
+#define DOGE_PI 3.14159265358979323846 /* Python math.pi */
+
+struct DogeSession {
+    const DogeModel *m;
+    Pool *pool;
+    int n_ctx;            /* capacity of the KV cache in tokens */
+    int pos;              /* P: tokens in the cache */
+    float *k_cache;       /* [L][KV][n_ctx][hd]  keys after k_norm and RoPE */
+    float *v_cache;       /* [L][KV][n_ctx][hd]  raw values */
+    float *bias_cache;    /* [L][KV][n_ctx]      exp(A * softplus(dt_proj(v))) per key (a function of v alone) */
+    /* rotary state (HF keeps dynamic-RoPE state across calls; here it is per session) */
+    float *inv_freq;      /* [hd/2] in use */
+    float *inv_freq_orig; /* [hd/2] at init */
+    float attn_scaling, attn_scaling_orig;
+    long rope_cached_len; /* max_seq_len_cached of HF's dynamic update */
+    /* workspace for a call of up to cap tokens (grown outside the per-token loop) */
+    int cap;
+    float *x;             /* [S, D]     residual stream */
+    float *xn;            /* [S, D]     normed input of a sub-block */
+    float *q;             /* [S, H*hd] */
+    float *k;             /* [S, KV*hd] */
+    float *v;             /* [S, KV*hd] */
+    float *att;           /* [S, H*hd]  attention output before o_proj */
+    float *proj;          /* [S, D]     o_proj / MLP output */
+    float *gate, *up;     /* [S, I] */
+    float *router;        /* [S, 2K]    MoE router logits */
+    float *cos, *sin;     /* [S, hd/2] */
+    /* per-thread scratch */
+    size_t scratch_words;
+    float *scratch;       /* [threads][scratch_words] */
+};
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* rotary embedding tables (spec 4.2-4.4), computed in fp32 the way PyTorch does                         */
+
+static void inv_freq_default(const DogeConfig *c, float base, float *inv) {
+    const int dim = c->head_dim;
+    for (int i = 0; i < dim / 2; i++) inv[i] = 1.0f / powf(base, (float)(2 * i) / (float)dim);
+}
+
+static double yarn_mscale(double scale, double mscale) { return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0; }
+
+/* Fills inv[hd/2] for a call whose largest position is seq_len - 1 (seq_len 0 = at init); returns the
+ * attention scaling that multiplies cos and sin. */
+static float rope_init(const DogeConfig *c, long seq_len, float *inv) {
+    const int dim = c->head_dim, half = dim / 2;
+    const double theta = c->rope_theta;
+    const long max_pos = c->max_position_embeddings;
+    switch (c->rope_type) {
+    case ROPE_DEFAULT: inv_freq_default(c, (float)theta, inv); return 1.0f;
+    case ROPE_LINEAR:
+        inv_freq_default(c, (float)theta, inv);
+        for (int i = 0; i < half; i++) inv[i] /= (float)c->rope_factor;
+        return 1.0f;
+    case ROPE_DYNAMIC: {
+        if (seq_len <= 0) { /* at init the bracket is exactly 1 (Python float math) */
+            inv_freq_default(c, (float)theta, inv);
+            return 1.0f;
+        }
+        long sl = seq_len > max_pos ? seq_len : max_pos;
+        /* base * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2)), as fp32 tensor ops */
+        float t = (float)c->rope_factor * (float)sl;
+        t = t / (float)max_pos;
+        t = t - (float)(c->rope_factor - 1.0);
+        t = powf(t, (float)((double)dim / (double)(dim - 2)));
+        inv_freq_default(c, (float)theta * t, inv);
+        return 1.0f;
+    }
+    case ROPE_YARN: {
+        double factor = c->rope_factor;
+        long orig = c->rope_original_max ? c->rope_original_max : max_pos;
+        if (c->rope_original_max) factor = (double)max_pos / (double)orig;
+        double af = c->yarn_attention_factor;
+        if (af < 0) {
+            if (c->yarn_mscale != 0 && c->yarn_mscale_all_dim != 0)
+                af = yarn_mscale(factor, c->yarn_mscale) / yarn_mscale(factor, c->yarn_mscale_all_dim);
+            else af = yarn_mscale(factor, 1.0);
+        }
+        const double two_pi = 2 * DOGE_PI;
+        double low = (dim * log((double)orig / (c->yarn_beta_fast * two_pi))) / (2 * log(theta));
+        double high = (dim * log((double)orig / (c->yarn_beta_slow * two_pi))) / (2 * log(theta));
+        if (c->yarn_truncate) {
+            low = floor(low);
+            high = ceil(high);
+        }
+        if (low < 0) low = 0;
+        if (high > dim - 1) high = dim - 1;
+        if (low == high) high += 0.001;
+        for (int i = 0; i < half; i++) {
+            float pos_freq = powf((float)theta, (float)(2 * i) / (float)dim);
+            float extra = 1.0f / pos_freq, inter = 1.0f / ((float)factor * pos_freq);
+            float ramp = ((float)i - (float)low) / (float)(high - low);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            float extra_factor = 1.0f - ramp;
+            inv[i] = inter * (1.0f - extra_factor) + extra * extra_factor;
+        }
+        return (float)af;
+    }
+    case ROPE_LONGROPE: {
+        long orig = c->config_original_max ? c->config_original_max : max_pos;
+        double factor = c->config_original_max ? (double)max_pos / (double)orig : c->rope_factor;
+        double af = c->longrope_attention_factor;
+        if (af < 0) af = factor <= 1.0 ? 1.0 : sqrt(1 + log(factor) / log((double)orig));
+        const float *ext = seq_len > orig ? c->longrope_long : c->longrope_short;
+        for (int i = 0; i < half; i++)
+            inv[i] = 1.0f / (ext[i] * powf((float)theta, (float)(2 * i) / (float)dim));
+        return (float)af;
+    }
+    case ROPE_LLAMA3: {
+        inv_freq_default(c, (float)theta, inv);
+        const float factor = (float)c->rope_factor, lo = (float)c->llama3_low_freq_factor,
+                    hi = (float)c->llama3_high_freq_factor, old_ctx = (float)c->rope_original_max;
+        const float low_wl = (float)(c->rope_original_max / c->llama3_low_freq_factor);
+        const float high_wl = (float)(c->rope_original_max / c->llama3_high_freq_factor);
+        for (int i = 0; i < half; i++) {
+            float wl = (float)(2 * DOGE_PI) / inv[i];
+            float f = wl > low_wl ? inv[i] / factor : inv[i];
+            if (!(wl < high_wl) && !(wl > low_wl)) {
+                float smooth = (old_ctx / wl - lo) / (hi - lo);
+                f = (1.0f - smooth) * f / factor + smooth * f;
+            }
+            inv[i] = f;
+        }
+        return 1.0f;
+    }
+    }
+    return 1.0f;
+}
+
+/* HF's @dynamic_rope_update for one call whose largest position is seq_len - 1. */
+static void rope_update(DogeSession *s, long seq_len) {
+    const DogeConfig *c = &s->m->cfg;
+    const int half = c->head_dim / 2;
+    if (c->rope_type == ROPE_DYNAMIC) {
+        const long orig = c->max_position_embeddings;
+        if (seq_len > s->rope_cached_len) { /* growth */
+            s->attn_scaling = rope_init(c, seq_len, s->inv_freq);
+            s->rope_cached_len = seq_len;
+        }
+        if (seq_len < orig && s->rope_cached_len > orig) { /* reset */
+            memcpy(s->inv_freq, s->inv_freq_orig, sizeof(float) * (size_t)half);
+            s->attn_scaling = s->attn_scaling_orig;
+            s->rope_cached_len = orig;
+        }
+    } else if (c->rope_type == ROPE_LONGROPE) {
+        const long orig = c->config_original_max ? c->config_original_max : c->max_position_embeddings;
+        s->attn_scaling = rope_init(c, seq_len > orig ? orig + 1 : 0, s->inv_freq);
+    }
+}
+
+/* cos/sin [S][hd/2] for positions P..P+S-1 (the second half of HF's cat(freqs, freqs) is the same). */
+static void rope_tables(DogeSession *s, int S) {
+    const int half = s->m->cfg.head_dim / 2;
+    for (int t = 0; t < S; t++) {
+        const float p = (float)(s->pos + t);
+        for (int i = 0; i < half; i++) {
+            const float f = p * s->inv_freq[i];
+            s->cos[t * half + i] = cosf(f) * s->attn_scaling;
+            s->sin[t * half + i] = sinf(f) * s->attn_scaling;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* parallel pieces                                                                                       */
+
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int S, in, out;
+} MatmulJob;
+
+static void matmul_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const MatmulJob *j = ctx;
+    k_matmul_rows(j->y, j->x, j->w, j->b, j->S, j->in, j->out, begin, end);
+}
+
+/* y[S, out] = x[S, in] W[out, in]^T (+ b), rows of W split across threads. */
+static void matmul(DogeSession *s, float *y, const float *x, const float *w, const float *b, int S, int in, int out) {
+    MatmulJob j = {y, x, w, b, S, in, out};
+    pool_run(s->pool, matmul_task, &j, out);
+}
+
+/* The n-th largest value (0-based) of a[0..len), found by quickselect (a is reordered). */
+static float nth_largest(float *a, int len, int n) {
+    int lo = 0, hi = len - 1;
+    while (lo < hi) {
+        float pivot = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > pivot) i++;
+            while (a[j] < pivot) j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (n <= j) hi = j;
+        else if (n >= i) lo = i;
+        else break;
+    }
+    return a[n];
+}
+
+/* Picks the keep largest of v[0..len) with ties going to the lower index; writes their indices in
+ * increasing order to idx and returns how many (= keep). tmp: len floats of scratch. */
+static int select_top(const float *v, int len, int keep, float *tmp, int *idx) {
+    memcpy(tmp, v, sizeof(float) * (size_t)len);
+    float theta = nth_largest(tmp, len, keep - 1);
+    int above = 0;
+    for (int j = 0; j < len; j++) above += v[j] > theta;
+    int ties = keep - above, n = 0;
+    for (int j = 0; j < len; j++) {
+        if (v[j] > theta) idx[n++] = j;
+        else if (v[j] == theta && ties > 0) {
+            idx[n++] = j;
+            ties--;
+        }
+    }
+    return n;
+}
+
+typedef struct {
+    DogeSession *s;
+    int layer;
+    int P, S; /* tokens cached before this call, tokens in this call */
+} LayerJob;
+
+/* One work item = (query row i, kv head g): pick the keys the dynamic mask keeps, then attend with the
+ * R query heads of the group (spec 5.3-5.4). Masked keys get exactly zero probability (exp underflows), so
+ * they are skipped rather than added as finfo.min. */
+static void attention_task(void *ctx, int begin, int end, int thread) {
+    const LayerJob *job = ctx;
+    DogeSession *s = job->s;
+    const DogeConfig *c = &s->m->cfg;
+    const int KV = c->num_key_value_heads, hd = c->head_dim, R = c->num_attention_heads / KV;
+    const int W = c->keep_window_size;
+    const float scale = (float)pow((double)hd, -0.5);
+    float *scores = s->scratch + s->scratch_words * (size_t)thread; /* [n_ctx] */
+    float *tmp = scores + s->n_ctx;                                   /* [n_ctx] */
+    int *keys = (int *)(tmp + s->n_ctx);                              /* [n_ctx] */
+    const size_t lkv = (size_t)job->layer * KV;
+    for (int item = begin; item < end; item++) {
+        const int i = item / KV, g = item % KV;
+        const int p = job->P + i;                                  /* absolute position of the query */
+        const int lo = c->sliding_window && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
+        const int allowed = p - lo + 1;                            /* causal (+ sliding window) keys lo..p */
+        const float *bias = s->bias_cache + (lkv + g) * s->n_ctx;  /* [T] */
+        const float *K = s->k_cache + (lkv + g) * s->n_ctx * hd;   /* [T][hd] */
+        const float *V = s->v_cache + (lkv + g) * s->n_ctx * hd;   /* [T][hd] */
+        int n;
+        if (allowed > W) { /* top-W by bias value among the allowed keys, per kv head */
+            n = select_top(bias + lo, allowed, W, tmp, keys);
+            for (int t = 0; t < n; t++) keys[t] += lo;
+        } else {
+            n = allowed;
+            for (int t = 0; t < n; t++) keys[t] = lo + t;
+        }
+        for (int r = 0; r < R; r++) {
+            const int h = g * R + r;
+            const float *q = s->q + ((size_t)i * c->num_attention_heads + h) * hd;
+            float *o = s->att + ((size_t)i * c->num_attention_heads + h) * hd;
+            for (int t = 0; t < n; t++) scores[t] = k_dot(q, K + (size_t)keys[t] * hd, hd) * scale + bias[keys[t]];
+            k_softmax(scores, n);
+            memset(o, 0, sizeof(float) * (size_t)hd);
+            for (int t = 0; t < n; t++) k_axpy(o, scores[t], V + (size_t)keys[t] * hd, hd);
+        }
+    }
+}
+
+typedef struct {
+    float v;
+    int i;
+} Scored;
+
+/* Descending by value, ties to the lower index. */
+static int cmp_scored_desc(const void *a, const void *b) {
+    const Scored *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i;
+}
+
+/* One work item = one token n of this call: CDMoE product-key routing (spec 6.2) with HF's raw
+ * view(2, N, K) of the [N, 2K] router logits, then the experts added to proj[n]. */
+static void moe_task(void *ctx, int begin, int end, int thread) {
+    const LayerJob *job = ctx;
+    DogeSession *s = job->s;
+    const DogeConfig *c = &s->m->cfg;
+    const DogeLayer *ly = &s->m->layers[job->layer];
+    const int N = job->S, K = c->num_keys, D = c->hidden_size, top_k = c->num_experts_per_tok;
+    float *scratch = s->scratch + s->scratch_words * (size_t)thread;
+    Scored *sx = (Scored *)scratch;     /* [K] */
+    Scored *sy = sx + K;                /* [K] */
+    Scored *grid = sy + K;              /* [K*K] */
+    float *w = (float *)(grid + K * K); /* [top_k] routing weights */
+    float *moe = w + top_k;             /* [D] */
+    for (int n = begin; n < end; n++) {
+        const float *rx = s->router + (size_t)n * K;           /* row n of the first half of the view */
+        const float *ry = s->router + (size_t)(N + n) * K;     /* row n of the second half */
+        for (int j = 0; j < K; j++) {
+            sx[j] = (Scored){rx[j], j};
+            sy[j] = (Scored){ry[j], j};
+        }
+        qsort(sx, (size_t)K, sizeof *sx, cmp_scored_desc);
+        qsort(sy, (size_t)K, sizeof *sy, cmp_scored_desc);
+        for (int a = 0; a < K; a++)
+            for (int b = 0; b < K; b++) grid[a * K + b] = (Scored){sx[a].v + sy[b].v, sx[a].i * K + sy[b].i};
+        qsort(grid, (size_t)K * K, sizeof *grid, cmp_scored_desc);
+        for (int e = 0; e < top_k; e++) w[e] = grid[e].v;
+        k_softmax(w, top_k);
+        if (c->norm_topk_prob) {
+            float sum = 0.0f;
+            for (int e = 0; e < top_k; e++) sum += w[e];
+            for (int e = 0; e < top_k; e++) w[e] /= sum;
+        }
+        const float *xn = s->xn + (size_t)n * D;
+        memset(moe, 0, sizeof(float) * (size_t)D);
+        for (int e = 0; e < top_k; e++) {
+            const size_t id = (size_t)grid[e].i;
+            float a = k_silu(k_dot(ly->down_embed + id * D, xn, D)) * w[e];
+            k_axpy(moe, a, ly->up_embed + id * D, D);
+        }
+        float *out = s->proj + (size_t)n * D;
+        for (int d = 0; d < D; d++) out[d] = out[d] + moe[d];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* session                                                                                               */
+
+static void free_workspace(DogeSession *s) {
+    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->proj, &s->gate, &s->up, &s->router, &s->cos, &s->sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    s->cap = 0;
+}
+
+/* Makes room for a call of S tokens. */
+static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
+    if (S <= s->cap) return DOGE_OK;
+    const DogeConfig *c = &s->m->cfg;
+    const size_t D = c->hidden_size, Hq = (size_t)c->num_attention_heads * c->head_dim,
+                 Hkv = (size_t)c->num_key_value_heads * c->head_dim, I = c->intermediate_size;
+    free_workspace(s);
+    const size_t n = (size_t)S;
+    s->x = malloc(sizeof(float) * n * D);
+    s->xn = malloc(sizeof(float) * n * D);
+    s->q = malloc(sizeof(float) * n * Hq);
+    s->k = malloc(sizeof(float) * n * Hkv);
+    s->v = malloc(sizeof(float) * n * Hkv);
+    s->att = malloc(sizeof(float) * n * Hq);
+    s->proj = malloc(sizeof(float) * n * D);
+    s->gate = malloc(sizeof(float) * n * I);
+    s->up = malloc(sizeof(float) * n * I);
+    s->router = malloc(sizeof(float) * n * 2 * (c->is_moe ? (size_t)c->num_keys : 1));
+    s->cos = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
+    s->sin = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
+    if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->proj || !s->gate || !s->up || !s->router ||
+        !s->cos || !s->sin) {
+        free_workspace(s);
+        doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for the activations of a %d-token call", S);
+        return err->code;
+    }
+    s->cap = S;
+    return DOGE_OK;
+}
+
+DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, DogeError *err) {
+    const DogeConfig *c = &m->cfg;
+    if (n_ctx <= 0) n_ctx = c->max_position_embeddings;
+    if (n_threads < 1 || n_threads > 256) {
+        doge_set_error(err, DOGE_ERR_INPUT, "threads must be between 1 and 256, got %d", n_threads);
+        return NULL;
+    }
+    DogeSession *s = calloc(1, sizeof *s);
+    if (!s) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "out of memory creating a session");
+        return NULL;
+    }
+    s->m = m;
+    s->n_ctx = n_ctx;
+    const size_t L = c->num_hidden_layers, KV = c->num_key_value_heads, hd = c->head_dim, T = (size_t)n_ctx;
+    s->k_cache = malloc(sizeof(float) * L * KV * T * hd);
+    s->v_cache = malloc(sizeof(float) * L * KV * T * hd);
+    s->bias_cache = malloc(sizeof(float) * L * KV * T);
+    s->inv_freq = malloc(sizeof(float) * hd / 2);
+    s->inv_freq_orig = malloc(sizeof(float) * hd / 2);
+    s->pool = pool_new(n_threads);
+    /* attention needs 3 x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k weights and D */
+    s->scratch_words = 3 * T;
+    if (c->is_moe) {
+        size_t moe = 2 * (2 * (size_t)c->num_keys + (size_t)c->num_experts) + (size_t)c->num_experts_per_tok + c->hidden_size;
+        if (moe > s->scratch_words) s->scratch_words = moe;
+    }
+    if (s->pool) s->scratch = malloc(sizeof(float) * s->scratch_words * (size_t)pool_threads(s->pool));
+    if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->pool || !s->scratch) {
+        doge_session_free(s);
+        doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for a %d-token KV cache (%.1f MB)", n_ctx,
+                       (double)(sizeof(float) * L * KV * T * (2 * hd + 1)) / 1e6);
+        return NULL;
+    }
+    s->attn_scaling_orig = rope_init(c, 0, s->inv_freq_orig);
+    doge_session_reset(s);
+    return s;
+}
+
+void doge_session_reset(DogeSession *s) {
+    const DogeConfig *c = &s->m->cfg;
+    s->pos = 0;
+    memcpy(s->inv_freq, s->inv_freq_orig, sizeof(float) * (size_t)(c->head_dim / 2));
+    s->attn_scaling = s->attn_scaling_orig;
+    s->rope_cached_len = c->max_position_embeddings;
+}
+
+void doge_session_free(DogeSession *s) {
+    if (!s) return;
+    free_workspace(s);
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s->bias_cache);
+    free(s->inv_freq);
+    free(s->inv_freq_orig);
+    free(s->scratch);
+    pool_free(s->pool);
+    free(s);
+}
+
+int doge_session_pos(const DogeSession *s) { return s->pos; }
+int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
+int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* the forward pass                                                                                      */
+
+int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode, DogeError *err) {
+    const DogeModel *m = s->m;
+    const DogeConfig *c = &m->cfg;
+    const int D = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
+    const int I = c->intermediate_size, V = c->vocab_size, half = hd / 2;
+    const size_t Hq = (size_t)H * hd, Hkv = (size_t)KV * hd;
+
+    if (S <= 0) {
+        doge_set_error(err, DOGE_ERR_INPUT, "a forward call needs at least one token");
+        return err->code;
+    }
+    if (S > s->n_ctx - s->pos) {
+        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->pos, S,
+                       s->n_ctx);
+        return err->code;
+    }
+    for (int t = 0; t < S; t++)
+        if (ids[t] < 0 || ids[t] >= V) {
+            doge_set_error(err, DOGE_ERR_INPUT, "token id %d at index %d is outside the vocabulary [0, %d)", ids[t], t, V);
+            return err->code;
+        }
+    if (c->task == DOGE_TASK_SEQ_CLS ? mode == DOGE_LOGITS_NONE || mode == DOGE_LOGITS_ALL : mode < 0 || mode > 2) {
+        doge_set_error(err, DOGE_ERR_INPUT, "logits mode %d is not valid for this model", mode);
+        return err->code;
+    }
+    if (ensure_workspace(s, S, err) != DOGE_OK) return err->code;
+
+    const int P = s->pos;
+    rope_update(s, (long)P + S);
+    rope_tables(s, S);
+
+    /* embedding: x[t] = embed_tokens[ids[t]] */
+    for (int t = 0; t < S; t++) memcpy(s->x + (size_t)t * D, m->embed + (size_t)ids[t] * D, sizeof(float) * D);
+
+    LayerJob job = {s, 0, P, S};
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const DogeLayer *ly = &m->layers[l];
+        job.layer = l;
+
+        /* ---- sequence transformation: x = input_residual * x + attn(rmsnorm(x)) ---- */
+        for (int t = 0; t < S; t++)
+            k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->input_layernorm, D, c->rms_norm_eps);
+        matmul(s, s->q, s->xn, ly->wq, ly->bq, S, D, (int)Hq);
+        matmul(s, s->k, s->xn, ly->wk, ly->bk, S, D, (int)Hkv);
+        matmul(s, s->v, s->xn, ly->wv, ly->bv, S, D, (int)Hkv);
+        for (int t = 0; t < S; t++) {
+            const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
+            for (int h = 0; h < H; h++) { /* q_norm over head_dim, then RoPE */
+                float *q = s->q + (size_t)t * Hq + (size_t)h * hd;
+                k_rmsnorm(q, q, ly->q_norm, hd, c->rms_norm_eps);
+                k_rope(q, cs, sn, hd);
+            }
+            for (int g = 0; g < KV; g++) {
+                float *k = s->k + (size_t)t * Hkv + (size_t)g * hd;
+                k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
+                k_rope(k, cs, sn, hd);
+                const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(P + t);
+                memcpy(s->k_cache + slot * hd, k, sizeof(float) * hd);
+                memcpy(s->v_cache + slot * hd, s->v + (size_t)t * Hkv + (size_t)g * hd, sizeof(float) * hd);
+            }
+            /* dynamic mask bias of the new key: exp(A[g] * softplus(dt_proj(v_t)[g])), v_t flattened [KV*hd] */
+            for (int g = 0; g < KV; g++) {
+                float z = k_dot(ly->wdt + (size_t)g * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
+                if (ly->bdt) z = z + ly->bdt[g];
+                s->bias_cache[((size_t)l * KV + g) * s->n_ctx + (size_t)(P + t)] = expf(ly->A[g] * k_softplus(z));
+            }
+        }
+        pool_run(s->pool, attention_task, &job, S * KV);
+        matmul(s, s->proj, s->att, ly->wo, ly->bo, S, (int)Hq, D);
+        for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
+
+        /* ---- state transformation: x = post_attention_residual * x + mlp(rmsnorm(x)) ---- */
+        for (int t = 0; t < S; t++)
+            k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->post_attention_layernorm, D, c->rms_norm_eps);
+        matmul(s, s->gate, s->xn, ly->w_gate, ly->b_gate, S, D, I);
+        matmul(s, s->up, s->xn, ly->w_up, ly->b_up, S, D, I);
+        for (size_t i = 0; i < (size_t)S * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
+        matmul(s, s->proj, s->gate, ly->w_down, ly->b_down, S, I, D);
+        if (c->is_moe) {
+            matmul(s, s->router, s->xn, ly->w_router, NULL, S, D, 2 * c->num_keys);
+            pool_run(s->pool, moe_task, &job, S);
+        }
+        for (int t = 0; t < S; t++)
+            k_residual(s->x + (size_t)t * D, ly->post_attention_residual, s->proj + (size_t)t * D, D);
+    }
+    s->pos = P + S;
+
+    /* final norm and head */
+    if (mode == DOGE_LOGITS_NONE) return DOGE_OK;
+    if (c->task == DOGE_TASK_SEQ_CLS) {
+        /* pool the right-most non-pad token (HF: argmax(arange * non_pad), 0 when all are pad) */
+        int last = S - 1;
+        if (c->pad_token_id >= 0) {
+            last = 0;
+            for (int t = 0; t < S; t++)
+                if (ids[t] != c->pad_token_id) last = t;
+        }
+        k_rmsnorm(s->xn, s->x + (size_t)last * D, m->norm, D, c->rms_norm_eps);
+        matmul(s, out, s->xn, m->score, NULL, 1, D, c->num_labels);
+        return DOGE_OK;
+    }
+    const int first = mode == DOGE_LOGITS_ALL ? 0 : S - 1, rows = S - first;
+    for (int t = 0; t < rows; t++)
+        k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)(first + t) * D, m->norm, D, c->rms_norm_eps);
+    matmul(s, out, s->xn, m->lm_head, NULL, rows, D, V);
+    return DOGE_OK;
+}

@@ -1,0 +1,24 @@
+/* Compute kernels. Each has a portable scalar path and a wasm SIMD128 path (chosen at compile time by
+ * __wasm_simd128__); the native build leaves vectorisation to the compiler. All fp32, no FMA contraction,
+ * so a*b+c rounds twice as in PyTorch. */
+#ifndef DOGE_KERNELS_H
+#define DOGE_KERNELS_H
+
+/* sum_i a[i] * b[i] */
+float k_dot(const float *a, const float *b, int n);
+/* y[i] += a * x[i] */
+void k_axpy(float *y, float a, const float *x, int n);
+/* y[s][o] = dot(x[s], w[o]) (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out]. */
+void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1);
+/* out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 as HF's RMSNorm (out may alias x). */
+void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* y = r * y + h elementwise (the learnable residual: two roundings, multiply then add). */
+void k_residual(float *y, const float *r, const float *h, int n);
+/* In-place softmax over n values (fp32). */
+void k_softmax(float *x, int n);
+float k_silu(float x);
+float k_softplus(float x);
+/* Half-split ("rotate_half") rotary embedding on one head of size hd with cos/sin tables of hd/2. */
+void k_rope(float *x, const float *cos, const float *sin, int hd);
+
+#endif

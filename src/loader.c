@@ -1,0 +1,616 @@
+/* Streaming safetensors loader: a push parser fed with chunks of any size.
+ *
+ * The model's weight arena is allocated from config.json before any weight arrives. Each safetensors file
+ * goes through three states: the 8-byte header length, the JSON header (checked against the tensors the
+ * config implies), then the data section, whose bytes are converted (F32/BF16/F16 -> fp32) straight into
+ * each tensor's final place. Only a partial element (at most 3 bytes) is carried between chunks, so the
+ * result does not depend on how the bytes were chunked. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "model.h"
+
+#define MAX_HEADER_BYTES (100u << 20) /* the limit the safetensors reference implementation uses */
+#define MAX_NAME 128
+#define ALIGN_FLOATS 16               /* every tensor starts on a 64-byte boundary for SIMD loads */
+
+typedef enum { DT_F32, DT_BF16, DT_F16 } DType;
+
+typedef struct {
+    char name[MAX_NAME];
+    int ndim;
+    int64_t shape[2];
+    float **dst;       /* where the model keeps the pointer to this tensor */
+    size_t arena_off;  /* offset in floats; lm_head is the exception, allocated when announced */
+    int required;
+    int loaded;        /* 1 once announced in a header (its bytes are then on their way) */
+    char file[MAX_NAME];
+} Slot;
+
+/* A tensor of the current file, in data-offset order. */
+typedef struct {
+    Slot *slot;
+    DType dtype;
+    uint64_t begin, end; /* byte range in the data section */
+} Entry;
+
+typedef enum { ST_IDLE, ST_HEADER_LEN, ST_HEADER, ST_DATA } State;
+
+struct DogeLoader {
+    DogeModel *model;
+    Slot *slots;
+    int n_slots;
+    /* per-file state */
+    State state;
+    char file[MAX_NAME];
+    uint8_t len_bytes[8];
+    uint64_t header_len, got;  /* got: bytes of the current state received so far */
+    char *header;
+    Entry *entries;
+    int n_entries, cur;
+    uint64_t data_end;         /* end of the last tensor */
+    uint8_t carry[4];
+    int carry_n;
+    int failed;                /* a failed loader refuses further input */
+};
+
+static void add_slot(DogeLoader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **dst, int required) {
+    Slot *s = &ld->slots[ld->n_slots++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = ndim;
+    s->shape[0] = d0;
+    s->shape[1] = d1;
+    s->dst = dst;
+    s->required = required;
+}
+
+static size_t slot_floats(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
+
+/* Lists every tensor the config implies, with its shape and destination. */
+static void plan_slots(DogeLoader *ld) {
+    DogeModel *m = ld->model;
+    const DogeConfig *c = &m->cfg;
+    const int64_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, hd = c->head_dim;
+    const int64_t Hq = (int64_t)c->num_attention_heads * hd, Hkv = (int64_t)c->num_key_value_heads * hd;
+    const int64_t KV = c->num_key_value_heads;
+    char n[MAX_NAME];
+    add_slot(ld, "model.embed_tokens.weight", 2, V, D, &m->embed, 1);
+    add_slot(ld, "model.norm.weight", 1, D, 0, &m->norm, 1);
+    if (c->task == DOGE_TASK_SEQ_CLS) add_slot(ld, "score.weight", 2, c->num_labels, D, &m->score, 1);
+    else add_slot(ld, "lm_head.weight", 2, V, D, &m->lm_head_owned, 0);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        DogeLayer *y = &m->layers[l];
+#define SLOT(suffix, nd, a, b, ptr, req) \
+    (snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), add_slot(ld, n, nd, a, b, ptr, req))
+        SLOT("input_layernorm.weight", 1, D, 0, &y->input_layernorm, 1);
+        SLOT("input_residual", 1, D, 0, &y->input_residual, 1);
+        SLOT("self_attn.q_proj.weight", 2, Hq, D, &y->wq, 1);
+        SLOT("self_attn.k_proj.weight", 2, Hkv, D, &y->wk, 1);
+        SLOT("self_attn.v_proj.weight", 2, Hkv, D, &y->wv, 1);
+        SLOT("self_attn.A", 1, KV, 0, &y->A, 1);
+        SLOT("self_attn.dt_proj.weight", 2, KV, Hkv, &y->wdt, 1);
+        SLOT("self_attn.o_proj.weight", 2, D, Hq, &y->wo, 1);
+        SLOT("self_attn.q_norm.weight", 1, hd, 0, &y->q_norm, 1);
+        SLOT("self_attn.k_norm.weight", 1, hd, 0, &y->k_norm, 1);
+        if (c->attention_bias) {
+            SLOT("self_attn.q_proj.bias", 1, Hq, 0, &y->bq, 1);
+            SLOT("self_attn.k_proj.bias", 1, Hkv, 0, &y->bk, 1);
+            SLOT("self_attn.v_proj.bias", 1, Hkv, 0, &y->bv, 1);
+            SLOT("self_attn.dt_proj.bias", 1, KV, 0, &y->bdt, 1);
+            SLOT("self_attn.o_proj.bias", 1, D, 0, &y->bo, 1);
+        }
+        SLOT("post_attention_layernorm.weight", 1, D, 0, &y->post_attention_layernorm, 1);
+        SLOT("post_attention_residual", 1, D, 0, &y->post_attention_residual, 1);
+        SLOT("mlp.gate_proj.weight", 2, I, D, &y->w_gate, 1);
+        SLOT("mlp.up_proj.weight", 2, I, D, &y->w_up, 1);
+        SLOT("mlp.down_proj.weight", 2, D, I, &y->w_down, 1);
+        if (c->mlp_bias) {
+            SLOT("mlp.gate_proj.bias", 1, I, 0, &y->b_gate, 1);
+            SLOT("mlp.up_proj.bias", 1, I, 0, &y->b_up, 1);
+            SLOT("mlp.down_proj.bias", 1, D, 0, &y->b_down, 1);
+        }
+        if (c->is_moe) {
+            SLOT("mlp.router_gate.weight", 2, 2 * (int64_t)c->num_keys, D, &y->w_router, 1);
+            SLOT("mlp.down_embed.weight", 2, c->num_experts, D, &y->down_embed, 1);
+            SLOT("mlp.up_embed.weight", 2, c->num_experts, D, &y->up_embed, 1);
+        }
+#undef SLOT
+    }
+}
+
+static int max_slots(const DogeConfig *c) { return 4 + c->num_hidden_layers * 32; }
+
+DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err) {
+    DogeLoader *ld = calloc(1, sizeof *ld);
+    DogeModel *m = calloc(1, sizeof *m);
+    if (!ld || !m) {
+        free(ld);
+        free(m);
+        doge_set_error(err, DOGE_ERR_NOMEM, "out of memory creating the loader");
+        return NULL;
+    }
+    ld->model = m;
+    if (doge_config_parse(&m->cfg, config_json, len, err) != DOGE_OK) goto fail;
+    m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
+    ld->slots = calloc((size_t)max_slots(&m->cfg), sizeof *ld->slots);
+    if (!m->layers || !ld->slots) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "out of memory creating the loader");
+        goto fail;
+    }
+    plan_slots(ld);
+    /* Lay the arena out; sizes were bounded by the config parser, so this cannot overflow 64 bits. */
+    uint64_t total = 0;
+    for (int i = 0; i < ld->n_slots; i++) {
+        Slot *s = &ld->slots[i];
+        if (s->dst == &m->lm_head_owned) continue;
+        s->arena_off = (size_t)total;
+        total += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    }
+    if (total * sizeof(float) > (uint64_t)SIZE_MAX / 2) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: the model needs %.1f GB of weights, more than this build can address",
+                       (double)total * 4 / 1e9);
+        goto fail;
+    }
+    m->arena_floats = (size_t)total;
+    m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
+    if (!m->arena) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: cannot allocate %.1f MB for the weights", (double)total * 4 / 1e6);
+        goto fail;
+    }
+    memset(m->arena, 0, m->arena_floats * sizeof(float)); /* alignment padding stays zero for the hash */
+    for (int i = 0; i < ld->n_slots; i++) {
+        Slot *s = &ld->slots[i];
+        if (s->dst != &m->lm_head_owned) *s->dst = m->arena + s->arena_off;
+    }
+    ld->state = ST_IDLE;
+    return ld;
+fail:
+    doge_loader_free(ld);
+    return NULL;
+}
+
+uint64_t doge_loader_weight_bytes(const DogeLoader *ld) {
+    uint64_t b = (uint64_t)ld->model->arena_floats * sizeof(float);
+    if (ld->model->cfg.task == DOGE_TASK_CAUSAL_LM && !ld->model->cfg.tie_word_embeddings)
+        b += (uint64_t)ld->model->cfg.vocab_size * (uint64_t)ld->model->cfg.hidden_size * sizeof(float);
+    return b;
+}
+
+static void reset_file_state(DogeLoader *ld) {
+    free(ld->header);
+    free(ld->entries);
+    ld->header = NULL;
+    ld->entries = NULL;
+    ld->n_entries = ld->cur = 0;
+    ld->got = ld->header_len = ld->data_end = 0;
+    ld->carry_n = 0;
+    ld->state = ST_IDLE;
+}
+
+/* Records an error; the loader refuses further input afterwards. */
+static int loader_fail(DogeLoader *ld, DogeError *err) {
+    ld->failed = 1;
+    return err->code;
+}
+
+int doge_loader_begin_file(DogeLoader *ld, const char *file_name, DogeError *err) {
+    if (ld->failed) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s: the loader already failed", file_name);
+        return err->code;
+    }
+    if (ld->state != ST_IDLE) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s: the previous file %s was not ended", file_name, ld->file);
+        return loader_fail(ld, err);
+    }
+    reset_file_state(ld);
+    snprintf(ld->file, sizeof ld->file, "%s", file_name);
+    ld->state = ST_HEADER_LEN;
+    return DOGE_OK;
+}
+
+static Slot *find_slot(DogeLoader *ld, const char *name) {
+    for (int i = 0; i < ld->n_slots; i++)
+        if (strcmp(ld->slots[i].name, name) == 0) return &ld->slots[i];
+    return NULL;
+}
+
+static int dtype_size(DType t) { return t == DT_F32 ? 4 : 2; }
+
+static int cmp_entry(const void *a, const void *b) {
+    const Entry *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/* A name of the original remote-code layout (spec 7.1), which this build refuses. */
+static int is_old_layout_name(const char *name) {
+    return strstr(name, "word_embed") || strstr(name, ".pre_layernorm.") || strstr(name, ".pre_residual.") ||
+           strstr(name, ".post_layernorm.") || strstr(name, ".post_residual.") || strstr(name, ".feed_forward.") ||
+           strstr(name, "final_layernorm");
+}
+
+static int old_layout_error(DogeLoader *ld, const char *detail, DogeError *err) {
+    doge_set_error(err, DOGE_ERR_UNSUPPORTED,
+                   "%s: this is the original remote-code Doge layout (%s; A per query head, no q/k norm), "
+                   "not the transformers 4.57 layout this build runs",
+                   ld->file, detail);
+    return err->code;
+}
+
+/* Checks one header entry against its slot and records it. */
+static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
+    const char *name = t->key;
+    const DogeConfig *c = &ld->model->cfg;
+    if (t->type != JSON_OBJECT) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: header entry '%.80s' is not an object", ld->file, name);
+        return err->code;
+    }
+    if (strcmp(name, "model.rotary_emb.inv_freq") == 0) name = NULL; /* a buffer some exporters keep; skipped */
+    Slot *slot = name ? find_slot(ld, name) : NULL;
+    if (name && !slot) {
+        if (is_old_layout_name(name)) return old_layout_error(ld, name, err);
+        doge_set_error(err, DOGE_ERR_TENSOR, "%s: unexpected tensor '%.80s' for this config.json", ld->file, name);
+        return err->code;
+    }
+    if (slot && slot->loaded) {
+        doge_set_error(err, DOGE_ERR_TENSOR, "%s: tensor '%.80s' appears twice (also in %s)", ld->file, name, slot->file);
+        return err->code;
+    }
+    const char *shown = t->key;
+    const JsonNode *dt = json_get(t, "dtype"), *shape = json_get(t, "shape"), *off = json_get(t, "data_offsets");
+    if (!dt || dt->type != JSON_STRING || !shape || shape->type != JSON_ARRAY || !off || off->type != JSON_ARRAY ||
+        off->count != 2) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: header entry '%.80s' needs dtype, shape and data_offsets [begin, end]",
+                       ld->file, shown);
+        return err->code;
+    }
+    DType dtype;
+    if (strcmp(dt->str, "F32") == 0) dtype = DT_F32;
+    else if (strcmp(dt->str, "BF16") == 0) dtype = DT_BF16;
+    else if (strcmp(dt->str, "F16") == 0) dtype = DT_F16;
+    else {
+        doge_set_error(err, DOGE_ERR_TENSOR, "%s: tensor '%.80s' has dtype '%.16s'; only F32, BF16 and F16 are supported",
+                       ld->file, shown, dt->str);
+        return err->code;
+    }
+    /* Shape: every dim a non-negative integer; the element count bounded so it cannot overflow. */
+    uint64_t numel = 1;
+    int64_t dims[8];
+    int nd = 0;
+    for (const JsonNode *d = shape->child; d; d = d->next) {
+        if (d->type != JSON_NUMBER || d->number < 0 || d->number != floor(d->number) || d->number > 1e12 || nd == 8) {
+            doge_set_error(err, DOGE_ERR_FORMAT, "%s: tensor '%.80s' has an invalid shape", ld->file, shown);
+            return err->code;
+        }
+        dims[nd++] = (int64_t)d->number;
+        numel *= (uint64_t)d->number;
+        if (numel > (1ull << 40)) {
+            doge_set_error(err, DOGE_ERR_FORMAT, "%s: tensor '%.80s' has an absurd shape", ld->file, shown);
+            return err->code;
+        }
+    }
+    const JsonNode *b = off->child, *e = off->child->next;
+    if (b->type != JSON_NUMBER || e->type != JSON_NUMBER || b->number < 0 || b->number != floor(b->number) ||
+        e->number != floor(e->number) || e->number < b->number || e->number > 1.8e19) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: tensor '%.80s' has invalid data_offsets", ld->file, shown);
+        return err->code;
+    }
+    uint64_t begin = (uint64_t)b->number, end = (uint64_t)e->number;
+    if (end - begin != numel * (uint64_t)dtype_size(dtype)) {
+        doge_set_error(err, DOGE_ERR_FORMAT,
+                       "%s: tensor '%.80s' has data_offsets [%llu, %llu] (%llu bytes) but shape x dtype needs %llu bytes",
+                       ld->file, shown, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)(end - begin), (unsigned long long)(numel * (uint64_t)dtype_size(dtype)));
+        return err->code;
+    }
+    if (slot) {
+        int ok = nd == slot->ndim && dims[0] == slot->shape[0] && (nd == 1 || dims[1] == slot->shape[1]);
+        if (!ok) {
+            char got[96] = "[", want[64];
+            for (int i = 0; i < nd; i++) {
+                size_t l = strlen(got);
+                snprintf(got + l, sizeof got - l, i ? ", %lld" : "%lld", (long long)dims[i]);
+            }
+            strncat(got, "]", sizeof got - strlen(got) - 1);
+            if (slot->ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)slot->shape[0]);
+            else snprintf(want, sizeof want, "[%lld, %lld]", (long long)slot->shape[0], (long long)slot->shape[1]);
+            /* A per-query-head A / dt_proj is the old remote-code layout. */
+            if (strstr(slot->name, "self_attn.A") && nd == 1 && dims[0] == c->num_attention_heads &&
+                c->num_attention_heads != c->num_key_value_heads)
+                return old_layout_error(ld, "self_attn.A has one entry per query head", err);
+            doge_set_error(err, DOGE_ERR_TENSOR, "%s: tensor '%.80s' has shape %s but config.json implies %s", ld->file,
+                           shown, got, want);
+            return err->code;
+        }
+        if (slot->dst == &ld->model->lm_head_owned && !ld->model->lm_head_owned) {
+            ld->model->lm_head_owned = aligned_alloc(64, (slot_floats(slot) * sizeof(float) + 63) / 64 * 64);
+            if (!ld->model->lm_head_owned) {
+                doge_set_error(err, DOGE_ERR_NOMEM, "%s: cannot allocate %.1f MB for lm_head.weight", ld->file,
+                               (double)slot_floats(slot) * 4 / 1e6);
+                return err->code;
+            }
+        }
+        slot->loaded = 1;
+        snprintf(slot->file, sizeof slot->file, "%s", ld->file);
+    }
+    Entry *en = &ld->entries[ld->n_entries++];
+    en->slot = slot;
+    en->dtype = dtype;
+    en->begin = begin;
+    en->end = end;
+    return DOGE_OK;
+}
+
+static int parse_header(DogeLoader *ld, DogeError *err) {
+    char why[160];
+    JsonDoc *doc = json_parse(ld->header, (size_t)ld->header_len, why, sizeof why);
+    if (!doc) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: the safetensors header is not valid JSON (%s)", ld->file, why);
+        return err->code;
+    }
+    const JsonNode *root = json_root(doc);
+    int rc = DOGE_OK;
+    if (root->type != JSON_OBJECT) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: the safetensors header is not a JSON object", ld->file);
+        rc = err->code;
+        goto done;
+    }
+    ld->entries = calloc(root->count ? root->count : 1, sizeof *ld->entries);
+    if (!ld->entries) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "%s: out of memory reading the header", ld->file);
+        rc = err->code;
+        goto done;
+    }
+    for (const JsonNode *t = root->child; t; t = t->next) {
+        if (strcmp(t->key, "__metadata__") == 0) continue;
+        if ((rc = add_entry(ld, t, err)) != DOGE_OK) goto done;
+    }
+    qsort(ld->entries, (size_t)ld->n_entries, sizeof *ld->entries, cmp_entry);
+    for (int i = 0; i < ld->n_entries; i++) {
+        const Entry *en = &ld->entries[i];
+        if (i > 0 && en->begin < ld->entries[i - 1].end) {
+            doge_set_error(err, DOGE_ERR_FORMAT, "%s: tensors '%.60s' and '%.60s' overlap in the data section", ld->file,
+                           en->slot ? en->slot->name : "?", ld->entries[i - 1].slot ? ld->entries[i - 1].slot->name : "?");
+            rc = err->code;
+            goto done;
+        }
+        if (en->end > ld->data_end) ld->data_end = en->end;
+    }
+done:
+    json_free(doc);
+    return rc;
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1F, man = h & 0x3FF, u;
+    if (exp == 0x1F) {
+        u = sign | 0x7F800000u | (man << 13); /* inf / nan */
+    } else if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3FF) << 13);
+        }
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float convert_one(DType t, const uint8_t *p) {
+    if (t == DT_F32) {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+    return t == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+/* Converts whole elements from p into the entry's destination, starting at element index first. */
+static void convert_run(const Entry *en, uint64_t first, const uint8_t *p, size_t count) {
+    float *dst = *en->slot->dst + first;
+    if (en->dtype == DT_F32) {
+        memcpy(dst, p, count * 4); /* wasm and every supported host are little-endian */
+        return;
+    }
+    for (size_t i = 0; i < count; i++) dst[i] = convert_one(en->dtype, p + 2 * i);
+}
+
+/* Consumes data-section bytes. pos = bytes of the data section consumed so far (ld->got). */
+static void feed_data(DogeLoader *ld, const uint8_t *p, size_t n) {
+    while (n > 0 && ld->cur < ld->n_entries) {
+        const Entry *en = &ld->entries[ld->cur];
+        if (ld->got < en->begin) { /* padding or a gap before the next tensor */
+            uint64_t skip = en->begin - ld->got;
+            size_t k = skip < n ? (size_t)skip : n;
+            ld->got += k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        uint64_t left = en->end - ld->got;
+        size_t take = left < n ? (size_t)left : n;
+        if (!en->slot) { /* skipped tensor */
+            ld->got += take;
+        } else {
+            const int es = dtype_size(en->dtype);
+            size_t i = 0;
+            if (ld->carry_n) { /* finish the element split across chunks */
+                while (ld->carry_n < es && i < take) ld->carry[ld->carry_n++] = p[i++];
+                if (ld->carry_n == es) {
+                    uint64_t idx = (ld->got + i - en->begin) / (uint64_t)es - 1;
+                    (*en->slot->dst)[idx] = convert_one(en->dtype, ld->carry);
+                    ld->carry_n = 0;
+                }
+            }
+            size_t whole = (take - i) / (size_t)es;
+            if (whole) convert_run(en, (ld->got + i - en->begin) / (uint64_t)es, p + i, whole);
+            i += whole * (size_t)es;
+            while (i < take) ld->carry[ld->carry_n++] = p[i++];
+            ld->got += take;
+        }
+        p += take;
+        n -= take;
+        if (ld->got == en->end) ld->cur++;
+    }
+    ld->got += n; /* bytes past the last tensor: reported as an error by end_file */
+}
+
+int doge_loader_feed(DogeLoader *ld, const uint8_t *bytes, size_t n, DogeError *err) {
+    if (ld->failed) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s: the loader already failed", ld->file);
+        return err->code;
+    }
+    while (n > 0) {
+        switch (ld->state) {
+        case ST_IDLE:
+            doge_set_error(err, DOGE_ERR_INPUT, "bytes fed before doge_loader_begin_file");
+            return loader_fail(ld, err);
+        case ST_HEADER_LEN: {
+            size_t k = 8 - (size_t)ld->got < n ? 8 - (size_t)ld->got : n;
+            memcpy(ld->len_bytes + ld->got, bytes, k);
+            ld->got += k;
+            bytes += k;
+            n -= k;
+            if (ld->got == 8) {
+                uint64_t h = 0;
+                for (int i = 7; i >= 0; i--) h = (h << 8) | ld->len_bytes[i];
+                if (h < 2 || h > MAX_HEADER_BYTES) {
+                    doge_set_error(err, DOGE_ERR_FORMAT,
+                                   "%s: safetensors header length %llu is %s (not a safetensors file, or corrupt)", ld->file,
+                                   (unsigned long long)h, h < 2 ? "too small" : "larger than 100 MB");
+                    return loader_fail(ld, err);
+                }
+                ld->header_len = h;
+                ld->header = malloc((size_t)h);
+                if (!ld->header) {
+                    doge_set_error(err, DOGE_ERR_NOMEM, "%s: cannot allocate the %llu-byte header", ld->file,
+                                   (unsigned long long)h);
+                    return loader_fail(ld, err);
+                }
+                ld->got = 0;
+                ld->state = ST_HEADER;
+            }
+            break;
+        }
+        case ST_HEADER: {
+            uint64_t left = ld->header_len - ld->got;
+            size_t k = left < n ? (size_t)left : n;
+            memcpy(ld->header + ld->got, bytes, k);
+            ld->got += k;
+            bytes += k;
+            n -= k;
+            if (ld->got == ld->header_len) {
+                if (parse_header(ld, err) != DOGE_OK) return loader_fail(ld, err);
+                free(ld->header);
+                ld->header = NULL;
+                ld->got = 0;
+                ld->state = ST_DATA;
+            }
+            break;
+        }
+        case ST_DATA:
+            feed_data(ld, bytes, n);
+            n = 0;
+            break;
+        }
+    }
+    return DOGE_OK;
+}
+
+int doge_loader_end_file(DogeLoader *ld, DogeError *err) {
+    if (ld->failed) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s: the loader already failed", ld->file);
+        return err->code;
+    }
+    if (ld->state != ST_DATA || ld->got < ld->data_end) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: the file is truncated (%s)", ld->file,
+                       ld->state == ST_HEADER_LEN ? "it ends inside the 8-byte header length"
+                       : ld->state == ST_HEADER   ? "it ends inside the JSON header"
+                                                  : "it ends before the last tensor's data");
+        return loader_fail(ld, err);
+    }
+    if (ld->got > ld->data_end) {
+        doge_set_error(err, DOGE_ERR_FORMAT, "%s: %llu unexpected bytes after the last tensor", ld->file,
+                       (unsigned long long)(ld->got - ld->data_end));
+        return loader_fail(ld, err);
+    }
+    reset_file_state(ld);
+    return DOGE_OK;
+}
+
+DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
+    if (ld->failed || ld->state != ST_IDLE) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s", ld->failed ? "the loader already failed" : "the last file was not ended");
+        ld->failed = 1;
+        return NULL;
+    }
+    int missing = 0;
+    const char *first = NULL;
+    for (int i = 0; i < ld->n_slots; i++)
+        if (ld->slots[i].required && !ld->slots[i].loaded) {
+            if (!first) first = ld->slots[i].name;
+            missing++;
+        }
+    if (missing) {
+        doge_set_error(err, DOGE_ERR_TENSOR, "the checkpoint is missing tensor '%s'%s", first,
+                       missing > 1 ? " and others" : "");
+        ld->failed = 1;
+        return NULL;
+    }
+    DogeModel *m = ld->model;
+    /* Missing lm_head.weight means a tied head, whatever tie_word_embeddings says (HF drops tied copies). */
+    m->lm_head = m->lm_head_owned ? m->lm_head_owned : m->embed;
+    ld->model = NULL;
+    return m;
+}
+
+void doge_loader_free(DogeLoader *ld) {
+    if (!ld) return;
+    reset_file_state(ld);
+    doge_model_free(ld->model);
+    free(ld->slots);
+    free(ld);
+}
+
+void doge_model_free(DogeModel *m) {
+    if (!m) return;
+    free(m->arena);
+    free(m->lm_head_owned);
+    free(m->layers);
+    doge_config_free(&m->cfg);
+    free(m);
+}
+
+int doge_model_task(const DogeModel *m) { return m->cfg.task; }
+int doge_model_vocab_size(const DogeModel *m) { return m->cfg.vocab_size; }
+int doge_model_num_labels(const DogeModel *m) { return m->cfg.task == DOGE_TASK_SEQ_CLS ? m->cfg.num_labels : 0; }
+int doge_model_max_position_embeddings(const DogeModel *m) { return m->cfg.max_position_embeddings; }
+int doge_model_tied_head(const DogeModel *m) { return m->lm_head == m->embed; }
+
+uint64_t doge_model_weights_hash(const DogeModel *m) {
+    uint64_t h = 1469598103934665603ull;
+    const uint8_t *p = (const uint8_t *)m->arena;
+    for (size_t i = 0; i < m->arena_floats * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    if (m->lm_head_owned) {
+        p = (const uint8_t *)m->lm_head_owned;
+        size_t n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.hidden_size * sizeof(float);
+        for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}

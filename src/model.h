@@ -1,0 +1,90 @@
+/* Internal: the parsed config and the weights of a Doge model. Shapes follow HF: Linear weights are
+ * [out, in] row-major, y = x W^T (+ b). Every weight is fp32 (the compute type) after loading. */
+#ifndef DOGE_MODEL_H
+#define DOGE_MODEL_H
+
+#include "doge.h"
+
+typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_DYNAMIC, ROPE_YARN, ROPE_LONGROPE, ROPE_LLAMA3 } RopeType;
+
+typedef struct {
+    /* sizes */
+    int vocab_size;              /* V */
+    int hidden_size;             /* D */
+    int intermediate_size;       /* I */
+    int num_hidden_layers;       /* L */
+    int num_attention_heads;     /* H */
+    int num_key_value_heads;     /* KV */
+    int head_dim;                /* hd */
+    int max_position_embeddings;
+    int keep_window_size;        /* W: top-k width of the dynamic mask */
+    int sliding_window;          /* 0 = none */
+    float rms_norm_eps;
+    int attention_bias, mlp_bias;
+    int tie_word_embeddings;
+    /* CDMoE */
+    int is_moe;
+    int num_experts;             /* E = num_keys^2 */
+    int num_keys;                /* K */
+    int num_experts_per_tok;     /* top_k */
+    int norm_topk_prob;
+    /* task */
+    DogeTask task;
+    int num_labels;
+    int pad_token_id;            /* -1 = none */
+    /* rotary embedding (HF rope_scaling) */
+    double rope_theta;
+    RopeType rope_type;
+    double rope_factor;
+    int rope_original_max;       /* rope_scaling.original_max_position_embeddings, 0 = absent */
+    int config_original_max;     /* top-level original_max_position_embeddings (longrope), 0 = absent */
+    double yarn_attention_factor;/* < 0 = derive */
+    double yarn_beta_fast, yarn_beta_slow, yarn_mscale, yarn_mscale_all_dim;
+    int yarn_truncate;
+    double longrope_attention_factor; /* < 0 = derive */
+    float *longrope_long, *longrope_short; /* [hd/2] each, owned */
+    double llama3_low_freq_factor, llama3_high_freq_factor;
+} DogeConfig;
+
+/* Parses config.json text; fills defaults the way HF's DogeConfig does. */
+int doge_config_parse(DogeConfig *cfg, const char *json, size_t len, DogeError *err);
+void doge_config_free(DogeConfig *cfg);
+
+typedef struct {
+    float *input_layernorm;          /* [D] */
+    float *input_residual;           /* [D] */
+    float *wq, *bq;                  /* [H*hd, D], [H*hd] */
+    float *wk, *bk;                  /* [KV*hd, D], [KV*hd] */
+    float *wv, *bv;                  /* [KV*hd, D], [KV*hd] */
+    float *A;                        /* [KV] */
+    float *wdt, *bdt;                /* [KV, KV*hd], [KV] */
+    float *wo, *bo;                  /* [D, H*hd], [D] */
+    float *q_norm, *k_norm;          /* [hd] */
+    float *post_attention_layernorm; /* [D] */
+    float *post_attention_residual;  /* [D] */
+    float *w_gate, *b_gate;          /* [I, D], [I] */
+    float *w_up, *b_up;              /* [I, D], [I] */
+    float *w_down, *b_down;          /* [D, I], [D] */
+    float *w_router;                 /* [2K, D]  (MoE) */
+    float *down_embed, *up_embed;    /* [E, D]   (MoE) */
+} DogeLayer;
+
+struct DogeModel {
+    DogeConfig cfg;
+    float *arena;         /* one block that holds every weight below (except lm_head) */
+    size_t arena_floats;
+    float *embed;         /* [V, D] */
+    float *norm;          /* [D] */
+    float *lm_head;       /* [V, D]; points at embed when tied */
+    float *lm_head_owned; /* separate block when the checkpoint has lm_head.weight */
+    float *score;         /* [num_labels, D] (sequence classification) */
+    DogeLayer *layers;    /* [L] */
+};
+
+void doge_set_error(DogeError *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif

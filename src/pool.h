@@ -1,0 +1,17 @@
+/* A persistent thread pool: n-1 workers plus the calling thread split a range of work items.
+ * Each item is always computed the same way whoever runs it, so results do not depend on the thread count. */
+#ifndef DOGE_POOL_H
+#define DOGE_POOL_H
+
+/* thread: 0..n_threads-1, for per-thread scratch buffers. */
+typedef void (*PoolFn)(void *ctx, int begin, int end, int thread);
+typedef struct Pool Pool;
+
+/* Returns NULL when threads cannot be created (the caller then runs single-threaded). */
+Pool *pool_new(int n_threads);
+/* Runs fn over [0, n_items) split into one contiguous range per thread; returns when all are done. */
+void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
+int pool_threads(const Pool *p);
+void pool_free(Pool *p);
+
+#endif
