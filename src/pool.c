@@ -25,6 +25,7 @@ struct Pool {
 #endif
 };
 
+#ifndef DOGE_NO_THREADS
 static void range_of(int n_items, int n_threads, int t, int *b, int *e) {
     long per = (n_items + n_threads - 1) / n_threads;
     long lo = per * t, hi = lo + per;
@@ -34,7 +35,6 @@ static void range_of(int n_items, int n_threads, int t, int *b, int *e) {
     *e = (int)hi;
 }
 
-#ifndef DOGE_NO_THREADS
 typedef struct {
     Pool *pool;
     int index;

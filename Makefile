@@ -1,0 +1,82 @@
+# doge-wasm build. `make` builds the native CLI and both wasm builds; `make test` runs every test.
+# Both install what they need (Debian packages, npm dependencies) when it is missing.
+
+SHELL := /bin/bash
+CC ?= gcc
+EMCC ?= emcc
+PY := /usr/bin/python3
+export NODE_PATH := /usr/share/nodejs
+
+CORE_SRC := src/json.c src/config.c src/loader.c src/kernels.c src/pool.c src/forward.c
+CORE_HDR := $(wildcard src/*.h)
+NATIVE_SRC := $(CORE_SRC) src/load_dir.c src/cli_native.c
+
+# Same floating-point semantics everywhere: no FMA contraction (PyTorch rounds a*b and +c separately).
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -ffp-contract=off -Wall -Wextra
+NATIVE_CFLAGS := $(CFLAGS_COMMON) -O3 -pthread
+
+WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loader_feed _doge_loader_end_file \
+	_doge_loader_finish _doge_loader_free _doge_loader_weight_bytes _doge_model_free _doge_model_task \
+	_doge_model_vocab_size _doge_model_num_labels _doge_model_max_position_embeddings _doge_model_tied_head \
+	_doge_model_weights_hash _doge_session_new _doge_session_free _doge_session_reset _doge_session_pos \
+	_doge_session_threads _doge_session_n_ctx _doge_forward _doge_status_name
+comma := ,
+empty :=
+space := $(empty) $(empty)
+WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDogeModule \
+	-sENVIRONMENT=web,worker,node -sINITIAL_MEMORY=64MB -sMAXIMUM_MEMORY=4GB -sALLOW_MEMORY_GROWTH=1 \
+	-sWASM_BIGINT -sNODEJS_CATCH_EXIT=0 -sNODEJS_CATCH_REJECTION=0 \
+	-sEXPORTED_FUNCTIONS='[$(subst $(space),$(comma),$(patsubst %,"%",$(WASM_EXPORTS)))]' \
+	-sEXPORTED_RUNTIME_METHODS='["UTF8ToString","stringToUTF8","lengthBytesUTF8"]'
+# The pool is sized at run time by the JS loader (Module.dogePoolSize = threads - 1).
+WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize'
+
+.PHONY: all native wasm deps deps-apt deps-npm test test-c test-js cases clean
+
+all: deps native wasm
+
+native: build/native/doge-native
+wasm: dist/doge-st.js dist/doge-mt.js dist/package.json
+
+build/native/doge-native: $(NATIVE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(NATIVE_CFLAGS) $(NATIVE_SRC) -lm -o $@
+
+dist/doge-st.js: $(CORE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	$(EMCC) $(WASM_FLAGS) $(CORE_SRC) -o $@
+
+dist/doge-mt.js: $(CORE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	$(EMCC) $(WASM_FLAGS) $(WASM_MT_FLAGS) $(CORE_SRC) -o $@
+
+# The Emscripten glue is CommonJS inside this ESM package.
+dist/package.json:
+	@mkdir -p $(@D)
+	echo '{"type": "commonjs"}' > $@
+
+# ---- dependencies (idempotent) ------------------------------------------------------------------------
+APT_PACKAGES := emscripten python3-numpy
+deps: deps-apt deps-npm
+deps-apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(APT_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+deps-npm: node_modules/.doge-npm-stamp
+node_modules/.doge-npm-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@mkdir -p $(@D) && touch $@
+
+# ---- tests --------------------------------------------------------------------------------------------
+# Reference checkpoints and logits written by the numpy implementation of HF's Doge (tests/reference).
+cases: build/cases/index.json
+build/cases/index.json: tests/reference/make_cases.py | deps-apt
+	rm -rf build/cases
+	$(PY) tests/reference/make_cases.py build/cases
+
+test: all cases
+	node --test --test-concurrency=1 tests/
+
+clean:
+	rm -rf build dist

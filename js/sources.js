@@ -1,0 +1,113 @@
+/**
+ * Where model files come from: a local directory (Node), a URL prefix, a Hugging Face repo id, or a set of
+ * File/Blob objects (browser). Every source answers the same three questions: read a small text file,
+ * open a file as a byte stream with its size, and say what it is called in messages.
+ * @module sources
+ */
+import { DogeError } from './errors.js';
+
+export const DEFAULT_HUB = 'https://huggingface.co';
+const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
+
+/**
+ * @typedef {object} ModelSource
+ * @property {string} label how the source is named in messages
+ * @property {(file: string) => Promise<string|null>} readText a small file's text, null when it does not exist
+ * @property {(file: string, opts?: {signal?: AbortSignal}) => Promise<{size: number|null, chunks: AsyncIterable<Uint8Array>}>} open
+ */
+
+/**
+ * @param {string|Iterable<File|Blob>|ModelSource} source
+ * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch}} [opts]
+ * @returns {Promise<ModelSource>}
+ */
+export async function openSource(source, opts = {}) {
+  if (source && typeof source === 'object' && typeof source.open === 'function') return source;
+  if (typeof source === 'string') {
+    if (/^https?:\/\//.test(source)) return urlSource(source.replace(/\/+$/, ''), opts.fetch);
+    const isNode = typeof process === 'object' && process.versions?.node;
+    if (isNode) {
+      const { stat } = await import('node:fs/promises');
+      const info = await stat(source).catch(() => null);
+      if (info?.isDirectory()) return dirSource(source);
+      if (!REPO_ID.test(source)) throw new DogeError('NOT_FOUND', `${source}: no such model directory`);
+    }
+    if (REPO_ID.test(source)) {
+      const host = (opts.hubHost ?? DEFAULT_HUB).replace(/\/+$/, '');
+      const prefix = `${host}/${source}/resolve/${encodeURIComponent(opts.revision ?? 'main')}`;
+      return { ...urlSource(prefix, opts.fetch), label: source };
+    }
+    throw new DogeError('BAD_ARGUMENT', `${source}: not a directory, URL or Hugging Face repo id`);
+  }
+  if (source && typeof source[Symbol.iterator] === 'function') return blobSource([...source]);
+  throw new DogeError('BAD_ARGUMENT', 'model source must be a directory, URL, repo id or a list of Files');
+}
+
+function dirSource(dir) {
+  return {
+    label: dir,
+    async readText(file) {
+      const { readFile } = await import('node:fs/promises');
+      try {
+        return await readFile(`${dir}/${file}`, 'utf8');
+      } catch (e) {
+        if (e.code === 'ENOENT') return null;
+        throw new DogeError('IO_ERROR', `${dir}/${file}: ${e.message}`, { file, cause: e });
+      }
+    },
+    async open(file) {
+      const { stat } = await import('node:fs/promises');
+      const { createReadStream } = await import('node:fs');
+      const path = `${dir}/${file}`;
+      const info = await stat(path).catch(() => null);
+      if (!info) throw new DogeError('NOT_FOUND', `${path}: no such file`, { file });
+      return { size: info.size, chunks: createReadStream(path, { highWaterMark: 1 << 20 }) };
+    },
+  };
+}
+
+function urlSource(prefix, fetchImpl = globalThis.fetch) {
+  const get = async (file, signal) => {
+    const url = `${prefix}/${file}`;
+    let res;
+    try {
+      res = await fetchImpl(url, { signal });
+    } catch (e) {
+      if (signal?.aborted) throw new DogeError('ABORTED', `${url}: aborted`, { file, cause: e });
+      throw new DogeError('NETWORK', `${url}: ${e.message}`, { file, cause: e });
+    }
+    return { res, url };
+  };
+  return {
+    label: prefix,
+    async readText(file) {
+      const { res, url } = await get(file);
+      if (res.status === 404) return null;
+      if (!res.ok) throw new DogeError('NETWORK', `${url}: HTTP ${res.status}`, { file });
+      return res.text();
+    },
+    async open(file, { signal } = {}) {
+      const { res, url } = await get(file, signal);
+      if (res.status === 404) throw new DogeError('NOT_FOUND', `${url}: HTTP 404`, { file });
+      if (!res.ok || !res.body) throw new DogeError('NETWORK', `${url}: HTTP ${res.status}`, { file });
+      const length = Number(res.headers.get('content-length'));
+      return { size: Number.isFinite(length) && length > 0 ? length : null, chunks: res.body };
+    },
+  };
+}
+
+function blobSource(files) {
+  const byName = new Map(files.map((f) => [f.name.split('/').pop(), f]));
+  return {
+    label: 'selected files',
+    async readText(file) {
+      const f = byName.get(file);
+      return f ? f.text() : null;
+    },
+    async open(file) {
+      const f = byName.get(file);
+      if (!f) throw new DogeError('NOT_FOUND', `${file}: not among the selected files`, { file });
+      return { size: f.size, chunks: f.stream() };
+    },
+  };
+}

@@ -1,0 +1,256 @@
+/**
+ * The wasm core, one instance per engine: loads the SIMD build with pthreads or without, and wraps the C
+ * API (doge.h) in small classes. Memory views are re-read on every access because the heap can grow.
+ * @module wasm-engine
+ */
+import { coreError, DogeError } from './errors.js';
+
+const DIST = new URL('../dist/', import.meta.url);
+const ERROR_BYTES = 4 + 512; // DogeError {int code; char msg[512];}
+const STAGING_BYTES = 1 << 20; // bytes copied into wasm memory per loader call
+
+/** Whether this runtime can run the pthreads build (SharedArrayBuffer usable). */
+export function threadsSupported() {
+  if (typeof SharedArrayBuffer === 'undefined') return false;
+  return typeof globalThis.crossOriginIsolated === 'boolean' ? globalThis.crossOriginIsolated : true;
+}
+
+async function instantiate(buildName, poolSize) {
+  const isNode = typeof process === 'object' && process.versions?.node;
+  if (isNode) {
+    const { createRequire } = await import('node:module');
+    const { readFile } = await import('node:fs/promises');
+    const require = createRequire(import.meta.url);
+    const factory = require(new URL(`${buildName}.js`, DIST).pathname);
+    const wasmBinary = await readFile(new URL(`${buildName}.wasm`, DIST));
+    return factory({ wasmBinary, dogePoolSize: poolSize });
+  }
+  const factory = await loadBrowserFactory(buildName);
+  const wasmBinary = await (await fetch(new URL(`${buildName}.wasm`, DIST))).arrayBuffer();
+  return factory({
+    wasmBinary,
+    dogePoolSize: poolSize,
+    mainScriptUrlOrBlob: new URL(`${buildName}.js`, DIST).href,
+    locateFile: (path) => new URL(path, DIST).href,
+  });
+}
+
+/** In a browser worker the Emscripten glue is a classic script: run it and take its factory. */
+async function loadBrowserFactory(buildName) {
+  const url = new URL(`${buildName}.js`, DIST).href;
+  if (typeof importScripts === 'function') {
+    importScripts(url);
+    return globalThis.createDogeModule;
+  }
+  throw new DogeError('UNSUPPORTED_RUNTIME', 'the wasm engine runs in Node.js or inside a classic Web Worker');
+}
+
+export class Engine {
+  /**
+   * @param {{threads?: number, build?: 'auto'|'threads'|'single'}} [opts]
+   * @returns {Promise<Engine>}
+   */
+  static async create({ threads = 1, build = 'auto' } = {}) {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+      throw new DogeError('BAD_ARGUMENT', `threads must be an integer from 1 to 256, got ${threads}`);
+    }
+    let useThreads;
+    let reason;
+    if (build === 'single') {
+      useThreads = false;
+      reason = 'single-thread build requested';
+    } else if (!threadsSupported()) {
+      if (build === 'threads') throw new DogeError('UNSUPPORTED_RUNTIME', 'the pthreads build needs SharedArrayBuffer (cross-origin isolation)');
+      useThreads = false;
+      reason = 'SharedArrayBuffer is not available (the page is not cross-origin isolated)';
+    } else if (build === 'threads' || threads > 1) {
+      useThreads = true;
+      reason = 'SharedArrayBuffer is available';
+    } else {
+      useThreads = false;
+      reason = 'one thread requested';
+    }
+    const buildName = useThreads ? 'doge-mt' : 'doge-st';
+    const mod = await instantiate(buildName, useThreads ? Math.max(threads - 1, 0) : 0);
+    return new Engine(mod, { build: useThreads ? 'threads' : 'single', threads: useThreads ? threads : 1, reason });
+  }
+
+  constructor(mod, info) {
+    this.mod = mod;
+    /** @type {{build: 'threads'|'single', threads: number, reason: string}} */
+    this.info = info;
+    this.errPtr = mod._malloc(ERROR_BYTES);
+  }
+
+  /** Throws the C error left in the shared error struct. */
+  raise(status) {
+    const msg = this.mod.UTF8ToString(this.errPtr + 4, 512);
+    throw coreError(status, msg);
+  }
+
+  status() {
+    return this.mod.HEAP32[this.errPtr >> 2];
+  }
+
+  /** Copies a JS string into wasm memory; the caller frees it. */
+  allocString(text) {
+    const n = this.mod.lengthBytesUTF8(text) + 1;
+    const ptr = this.mod._malloc(n);
+    this.mod.stringToUTF8(text, ptr, n);
+    return { ptr, len: n - 1 };
+  }
+
+  /** @param {string} configText the text of config.json */
+  createLoader(configText) {
+    const { ptr, len } = this.allocString(configText);
+    const handle = this.mod._doge_loader_new(ptr, len, this.errPtr);
+    this.mod._free(ptr);
+    if (!handle) this.raise(this.status());
+    return new WasmLoader(this, handle);
+  }
+
+  /** Ends the pthread workers so that Node can exit. */
+  dispose() {
+    if (!this.mod) return;
+    this.mod._free(this.errPtr);
+    this.mod.PThread?.terminateAllThreads();
+    this.mod = null;
+  }
+}
+
+export class WasmLoader {
+  constructor(engine, handle) {
+    this.engine = engine;
+    this.handle = handle;
+    this.staging = engine.mod._malloc(STAGING_BYTES);
+  }
+
+  /** Bytes of weight memory the config implies, before any weight arrives. */
+  get weightBytes() {
+    return Number(this.engine.mod._doge_loader_weight_bytes(this.handle));
+  }
+
+  check(status) {
+    if (status !== 0) this.engine.raise(status);
+  }
+
+  beginFile(name) {
+    const { ptr } = this.engine.allocString(name);
+    const status = this.engine.mod._doge_loader_begin_file(this.handle, ptr, this.engine.errPtr);
+    this.engine.mod._free(ptr);
+    this.check(status);
+  }
+
+  /** Pushes a chunk of any size (copied through a fixed staging buffer, never held twice). */
+  feed(bytes) {
+    const mod = this.engine.mod;
+    for (let off = 0; off < bytes.length; off += STAGING_BYTES) {
+      const piece = bytes.subarray(off, Math.min(off + STAGING_BYTES, bytes.length));
+      mod.HEAPU8.set(piece, this.staging);
+      this.check(mod._doge_loader_feed(this.handle, this.staging, piece.length, this.engine.errPtr));
+    }
+  }
+
+  endFile() {
+    this.check(this.engine.mod._doge_loader_end_file(this.handle, this.engine.errPtr));
+  }
+
+  /** @returns {WasmModel} */
+  finish() {
+    const m = this.engine.mod._doge_loader_finish(this.handle, this.engine.errPtr);
+    if (!m) this.engine.raise(this.engine.status());
+    return new WasmModel(this.engine, m);
+  }
+
+  free() {
+    if (!this.handle) return;
+    this.engine.mod._free(this.staging);
+    this.engine.mod._doge_loader_free(this.handle);
+    this.handle = 0;
+  }
+}
+
+export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
+
+export class WasmModel {
+  constructor(engine, handle) {
+    this.engine = engine;
+    this.handle = handle;
+    const mod = engine.mod;
+    this.task = mod._doge_model_task(handle) === 1 ? 'sequence-classification' : 'causal-lm';
+    this.vocabSize = mod._doge_model_vocab_size(handle);
+    this.numLabels = mod._doge_model_num_labels(handle);
+    this.maxPositionEmbeddings = mod._doge_model_max_position_embeddings(handle);
+    this.tiedHead = mod._doge_model_tied_head(handle) === 1;
+  }
+
+  /** FNV-1a checksum of the loaded weights, as 16 hex digits. */
+  weightsHash() {
+    return BigInt.asUintN(64, BigInt(this.engine.mod._doge_model_weights_hash(this.handle))).toString(16).padStart(16, '0');
+  }
+
+  /**
+   * @param {number} nCtx KV cache capacity in tokens (0 = max_position_embeddings)
+   * @returns {WasmSession}
+   */
+  createSession(nCtx = 0) {
+    const s = this.engine.mod._doge_session_new(this.handle, nCtx, this.engine.info.threads, this.engine.errPtr);
+    if (!s) this.engine.raise(this.engine.status());
+    return new WasmSession(this, s);
+  }
+
+  free() {
+    if (!this.handle) return;
+    this.engine.mod._doge_model_free(this.handle);
+    this.handle = 0;
+  }
+}
+
+export class WasmSession {
+  constructor(model, handle) {
+    this.model = model;
+    this.engine = model.engine;
+    this.handle = handle;
+    this.nCtx = this.engine.mod._doge_session_n_ctx(handle);
+    this.threads = this.engine.mod._doge_session_threads(handle);
+  }
+
+  /** Tokens in the KV cache. */
+  get pos() {
+    return this.engine.mod._doge_session_pos(this.handle);
+  }
+
+  reset() {
+    this.engine.mod._doge_session_reset(this.handle);
+  }
+
+  /**
+   * One forward call over new tokens, appended to the KV cache.
+   * @param {ArrayLike<number>} ids
+   * @param {number} mode LOGITS.NONE | LAST | ALL
+   * @returns {Float32Array|null} a copy of the logits
+   */
+  forward(ids, mode) {
+    const mod = this.engine.mod;
+    const n = ids.length;
+    const rows = this.model.task === 'causal-lm' ? (mode === LOGITS.ALL ? n : 1) : 1;
+    const width = this.model.task === 'causal-lm' ? this.model.vocabSize : this.model.numLabels;
+    const idsPtr = mod._malloc(4 * Math.max(n, 1));
+    const outPtr = mode === LOGITS.NONE ? 0 : mod._malloc(4 * rows * width);
+    try {
+      mod.HEAP32.set(Int32Array.from(ids), idsPtr >> 2);
+      const status = mod._doge_forward(this.handle, idsPtr, n, outPtr, mode, this.engine.errPtr);
+      if (status !== 0) this.engine.raise(status);
+      return outPtr ? mod.HEAPF32.slice(outPtr >> 2, (outPtr >> 2) + rows * width) : null;
+    } finally {
+      mod._free(idsPtr);
+      if (outPtr) mod._free(outPtr);
+    }
+  }
+
+  free() {
+    if (!this.handle) return;
+    this.engine.mod._doge_session_free(this.handle);
+    this.handle = 0;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Streams a model's safetensors files into the wasm core: config.json first (so the core sizes the weights),
+ * then each file chunk by chunk, with progress events as bytes arrive.
+ * @module weights
+ */
+import { DogeError } from './errors.js';
+
+/**
+ * The safetensors files of a model: the shards named by model.safetensors.index.json, or model.safetensors.
+ * @param {import('./sources.js').ModelSource} source
+ * @returns {Promise<string[]>}
+ */
+export async function weightFiles(source) {
+  const indexText = await source.readText('model.safetensors.index.json');
+  if (indexText === null) return ['model.safetensors'];
+  let index;
+  try {
+    index = JSON.parse(indexText);
+  } catch (e) {
+    throw new DogeError('BAD_SAFETENSORS', `model.safetensors.index.json: not valid JSON (${e.message})`, { file: 'model.safetensors.index.json' });
+  }
+  const map = index?.weight_map;
+  if (!map || typeof map !== 'object') {
+    throw new DogeError('BAD_SAFETENSORS', "model.safetensors.index.json: no 'weight_map' object", { file: 'model.safetensors.index.json' });
+  }
+  const files = [...new Set(Object.values(map))];
+  for (const f of files) {
+    if (typeof f !== 'string' || f.includes('/') || f.includes('\\') || f === '..') {
+      throw new DogeError('BAD_SAFETENSORS', `model.safetensors.index.json: '${f}' does not name a file of the model`, { file: 'model.safetensors.index.json' });
+    }
+  }
+  return files;
+}
+
+/**
+ * @param {import('./wasm-engine.js').Engine} engine
+ * @param {import('./sources.js').ModelSource} source
+ * @param {string} configText
+ * @param {{onProgress?: (p: {file: string, loaded: number, total: number|null}) => void, signal?: AbortSignal}} [opts]
+ * @returns {Promise<import('./wasm-engine.js').WasmModel>}
+ */
+export async function streamWeights(engine, source, configText, { onProgress, signal } = {}) {
+  const loader = engine.createLoader(configText);
+  try {
+    for (const file of await weightFiles(source)) {
+      if (signal?.aborted) throw new DogeError('ABORTED', `${file}: loading aborted`, { file });
+      const { size, chunks } = await source.open(file, { signal });
+      loader.beginFile(file);
+      let loaded = 0;
+      onProgress?.({ file, loaded, total: size });
+      for await (const chunk of chunks) {
+        if (signal?.aborted) throw new DogeError('ABORTED', `${file}: loading aborted`, { file });
+        const bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
+        loader.feed(bytes);
+        loaded += bytes.length;
+        onProgress?.({ file, loaded, total: size });
+      }
+      loader.endFile();
+    }
+    return loader.finish();
+  } finally {
+    loader.free();
+  }
+}
