@@ -118,6 +118,8 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
         pthread_mutex_unlock(&p->mu);
         return;
     }
+#else
+    (void)p;
 #endif
     fn(ctx, 0, n_items, 0);
 }
