@@ -75,8 +75,17 @@ build/cases/index.json: tests/reference/make_cases.py | deps-apt
 	rm -rf build/cases
 	$(PY) tests/reference/make_cases.py build/cases
 
-test: all cases
-	node --test --test-concurrency=1 tests/
+build/native/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c -lm -o $@
+
+test-c: build/native/test_core
+	build/native/test_core
+
+test-js: all cases
+	node --test --test-concurrency=1 --test-timeout=600000 tests/
+
+test: test-c test-js
 
 clean:
 	rm -rf build dist

@@ -258,7 +258,7 @@ static int parse_value(Parser *p, int depth, size_t *out) {
         if (!id) return fail(p, "out of memory");
         if (match_word(p, "null")) return -1;
     } else {
-        double v;
+        double v = 0;
         id = new_node(p, JSON_NUMBER);
         if (!id) return fail(p, "out of memory");
         if (parse_number(p, &v)) return -1;

@@ -1,0 +1,116 @@
+/* Unit tests of the C core's pure pieces: the JSON reader, fp16/bf16 conversion (exhaustive) and the
+ * dynamic-mask top-k selection with ties. The core's sources are included so static helpers are testable. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/forward.c"
+#include "../../src/loader.c"
+
+static int failures, checks;
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        checks++;                                         \
+        if (!(cond)) {                                    \
+            failures++;                                   \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                 \
+            fputc('\n', stderr);                          \
+        }                                                 \
+    } while (0)
+
+static void test_json_valid(void) {
+    const char *text = "{\"a\": [1, -2.5e3, true, false, null], \"s\": \"x\\n\\u00e9\\ud83d\\ude00\", \"a\": 7}";
+    char err[160];
+    JsonDoc *d = json_parse(text, strlen(text), err, sizeof err);
+    CHECK(d != NULL, "valid document rejected: %s", err);
+    if (!d) return;
+    const JsonNode *root = json_root(d);
+    CHECK(root->count == 3, "member count %zu", root->count);
+    CHECK(json_get(root, "a")->type == JSON_NUMBER && json_get(root, "a")->number == 7, "last duplicate key wins");
+    const JsonNode *arr = root->child;
+    CHECK(arr->count == 5 && json_at(arr, 1)->number == -2500.0, "array contents");
+    CHECK(json_at(arr, 2)->boolean == 1 && json_at(arr, 4)->type == JSON_NULL, "literals");
+    const JsonNode *s = json_get(root, "s");
+    CHECK(s->str_len == 1 + 1 + 2 + 4 && memcmp(s->str, "x\n\xc3\xa9\xf0\x9f\x98\x80", 8) == 0, "escapes decode to UTF-8");
+    json_free(d);
+}
+
+static void test_json_invalid(void) {
+    const char *bad[] = {
+        "", "{", "{\"a\":1,}", "[1,]", "{\"a\" 1}", "\"abc", "\"\\x\"", "\"\\ud800\"", "\"\\udc00x\"", "01", "-", "1.",
+        "1e", "{\"a\":1} x", "tru", "\"a\x01\"", "{\"a\\u0000b\":1}", "[1 2]", "{1:2}",
+    };
+    char err[160];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        JsonDoc *d = json_parse(bad[i], strlen(bad[i]), err, sizeof err);
+        CHECK(d == NULL && err[0], "invalid JSON accepted: '%s'", bad[i]);
+        json_free(d);
+    }
+    /* Nesting beyond the limit fails cleanly instead of exhausting the stack. */
+    size_t n = 100000;
+    char *deep = malloc(n);
+    memset(deep, '[', n);
+    JsonDoc *d = json_parse(deep, n, err, sizeof err);
+    CHECK(d == NULL && strstr(err, "nesting too deep"), "deep nesting: %s", err);
+    free(deep);
+}
+
+/* Reference decoders written from the format definitions, independent of the loader's bit tricks. */
+static float ref_f16(uint16_t h) {
+    int sign = h >> 15, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    float v;
+    if (exp == 0) v = ldexpf((float)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = ldexpf((float)(man + 1024), exp - 25);
+    return sign ? -v : v;
+}
+
+static void test_half_conversions(void) {
+    int bad16 = 0, badbf = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float got = f16_to_f32((uint16_t)h), want = ref_f16((uint16_t)h);
+        if (isnan(want) ? !isnan(got) : (got != want || signbit(got) != signbit(want))) bad16++;
+        float b = bf16_to_f32((uint16_t)h);
+        uint32_t bits;
+        memcpy(&bits, &b, 4);
+        if (bits != h << 16) badbf++;
+    }
+    CHECK(bad16 == 0, "%d fp16 values decode wrongly", bad16);
+    CHECK(badbf == 0, "%d bf16 values decode wrongly", badbf);
+}
+
+/* select_top must keep the `keep` largest values, ties to the lower index, in increasing index order. */
+static void test_select_top(void) {
+    srand(1);
+    float v[64], tmp[64];
+    int idx[64];
+    for (int trial = 0; trial < 5000; trial++) {
+        int len = 1 + rand() % 64, keep = 1 + rand() % len;
+        for (int j = 0; j < len; j++) v[j] = (float)(rand() % 7); /* many ties */
+        int n = select_top(v, len, keep, tmp, idx);
+        int ok = n == keep;
+        for (int t = 1; ok && t < n; t++) ok = idx[t] > idx[t - 1];
+        /* brute force: j is kept iff fewer than keep values rank before it */
+        for (int j = 0, t = 0; ok && j < len; j++) {
+            int before = 0;
+            for (int i = 0; i < len; i++) before += v[i] > v[j] || (v[i] == v[j] && i < j);
+            int kept = t < n && idx[t] == j;
+            if (kept) t++;
+            ok = kept == (before < keep);
+        }
+        CHECK(ok, "select_top wrong for len %d keep %d (trial %d)", len, keep, trial);
+        if (!ok) break;
+    }
+}
+
+int main(void) {
+    test_json_valid();
+    test_json_invalid();
+    test_half_conversions();
+    test_select_top();
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
+}
