@@ -7,7 +7,7 @@ EMCC ?= emcc
 PY := /usr/bin/python3
 export NODE_PATH := /usr/share/nodejs
 
-CORE_SRC := src/json.c src/config.c src/loader.c src/kernels.c src/pool.c src/forward.c
+CORE_SRC := src/json.c src/config.c src/loader.c src/kernels.c src/pool.c src/forward.c src/sampler.c
 CORE_HDR := $(wildcard src/*.h)
 NATIVE_SRC := $(CORE_SRC) src/load_dir.c src/cli_native.c
 
@@ -19,7 +19,8 @@ WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loa
 	_doge_loader_finish _doge_loader_free _doge_loader_weight_bytes _doge_model_free _doge_model_task \
 	_doge_model_vocab_size _doge_model_num_labels _doge_model_max_position_embeddings _doge_model_tied_head \
 	_doge_model_weights_hash _doge_session_new _doge_session_free _doge_session_reset _doge_session_pos \
-	_doge_session_threads _doge_session_n_ctx _doge_forward _doge_status_name
+	_doge_session_threads _doge_session_n_ctx _doge_forward _doge_status_name _doge_sampler_new _doge_sampler_free \
+	_doge_sampler_accept _doge_sampler_sample _doge_session_next
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -77,7 +78,7 @@ build/cases/index.json: tests/reference/make_cases.py | deps-apt
 
 build/native/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c -lm -o $@
+	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
 
 test-c: build/native/test_core
 	build/native/test_core

@@ -111,3 +111,27 @@ function blobSource(files) {
     },
   };
 }
+
+/**
+ * Reads and parses a JSON file of a source; null when it does not exist and `optional` is set.
+ * @param {ModelSource} source
+ * @param {string} file
+ * @param {{code: string, optional?: boolean}} opts error code for malformed JSON
+ */
+export async function readJson(source, file, { code, optional = false }) {
+  const text = await source.readText(file);
+  if (text === null) {
+    if (optional) return null;
+    throw new DogeError('NOT_FOUND', `${source.label}: no ${file}`, { file });
+  }
+  return parseJson(text, file, code);
+}
+
+/** JSON.parse with a DogeError naming the file. */
+export function parseJson(text, file, code) {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new DogeError(code, `${file}: not valid JSON (${e.message})`, { file });
+  }
+}

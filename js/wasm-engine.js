@@ -35,14 +35,14 @@ async function instantiate(buildName, poolSize) {
   });
 }
 
-/** In a browser worker the Emscripten glue is a classic script: run it and take its factory. */
+/** In a browser the Emscripten glue is a classic script; evaluate it (also inside module workers, which have
+ * no importScripts) and take its factory. */
 async function loadBrowserFactory(buildName) {
   const url = new URL(`${buildName}.js`, DIST).href;
-  if (typeof importScripts === 'function') {
-    importScripts(url);
-    return globalThis.createDogeModule;
-  }
-  throw new DogeError('UNSUPPORTED_RUNTIME', 'the wasm engine runs in Node.js or inside a classic Web Worker');
+  const res = await fetch(url);
+  if (!res.ok) throw new DogeError('NOT_FOUND', `${url}: HTTP ${res.status}`);
+  const text = await res.text();
+  return new Function(`${text}\nreturn createDogeModule;`)();
 }
 
 export class Engine {
@@ -60,18 +60,17 @@ export class Engine {
       useThreads = false;
       reason = 'single-thread build requested';
     } else if (!threadsSupported()) {
-      if (build === 'threads') throw new DogeError('UNSUPPORTED_RUNTIME', 'the pthreads build needs SharedArrayBuffer (cross-origin isolation)');
+      if (build === 'threads') throw new DogeError('UNSUPPORTED_RUNTIME', 'the pthreads build needs SharedArrayBuffer (a cross-origin isolated page)');
+      if (threads > 1) throw new DogeError('UNSUPPORTED_RUNTIME', `${threads} threads need SharedArrayBuffer (a cross-origin isolated page)`);
       useThreads = false;
       reason = 'SharedArrayBuffer is not available (the page is not cross-origin isolated)';
-    } else if (build === 'threads' || threads > 1) {
+    } else {
       useThreads = true;
       reason = 'SharedArrayBuffer is available';
-    } else {
-      useThreads = false;
-      reason = 'one thread requested';
     }
     const buildName = useThreads ? 'doge-mt' : 'doge-st';
-    const mod = await instantiate(buildName, useThreads ? Math.max(threads - 1, 0) : 0);
+    // Emscripten 3.1.6 never finishes instantiating with a pool of 0 workers, so keep at least one.
+    const mod = await instantiate(buildName, useThreads ? Math.max(threads - 1, 1) : 0);
     return new Engine(mod, { build: useThreads ? 'threads' : 'single', threads: useThreads ? threads : 1, reason });
   }
 
@@ -172,6 +171,65 @@ export class WasmLoader {
 
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
 
+/** A C sampler (doge.h DogeSamplingParams): repetition penalty, temperature, top-k, top-p, min-p. */
+export class WasmSampler {
+  /**
+   * @param {Engine} engine
+   * @param {number} vocabSize
+   * @param {{temperature: number, topK: number, topP: number, minP: number, repetitionPenalty: number, seed: number}} p
+   */
+  constructor(engine, vocabSize, p) {
+    const mod = engine.mod;
+    this.engine = engine;
+    this.vocabSize = vocabSize;
+    const ptr = mod._malloc(32);
+    const view = new DataView(mod.HEAPU8.buffer);
+    view.setFloat32(ptr, p.temperature, true);
+    view.setInt32(ptr + 4, p.topK, true);
+    view.setFloat32(ptr + 8, p.topP, true);
+    view.setFloat32(ptr + 12, p.minP, true);
+    view.setFloat32(ptr + 16, p.repetitionPenalty, true);
+    view.setBigUint64(ptr + 24, BigInt.asUintN(64, BigInt(p.seed)), true);
+    this.handle = mod._doge_sampler_new(vocabSize, ptr, engine.errPtr);
+    mod._free(ptr);
+    if (!this.handle) engine.raise(engine.status());
+  }
+
+  /** Adds context tokens for the repetition penalty. */
+  accept(ids) {
+    for (const id of ids) {
+      const status = this.engine.mod._doge_sampler_accept(this.handle, id, this.engine.errPtr);
+      if (status !== 0) this.engine.raise(status);
+    }
+  }
+
+  /**
+   * Applies the sampler to given logits (for tests and tools): returns the chosen token and the final
+   * distribution it drew from.
+   * @param {Float32Array} logits
+   */
+  sampleFrom(logits) {
+    const mod = this.engine.mod;
+    const V = this.vocabSize;
+    const lp = mod._malloc(4 * V);
+    const pp = mod._malloc(4 * V);
+    try {
+      mod.HEAPF32.set(logits, lp >> 2);
+      const token = mod._doge_sampler_sample(this.handle, lp, pp);
+      return { token, probs: mod.HEAPF32.slice(pp >> 2, (pp >> 2) + V) };
+    } finally {
+      mod._free(lp);
+      mod._free(pp);
+    }
+  }
+
+  free() {
+    if (!this.handle) return;
+    this.engine.mod._doge_sampler_free(this.handle);
+    this.handle = 0;
+  }
+}
+
 export class WasmModel {
   constructor(engine, handle) {
     this.engine = engine;
@@ -245,6 +303,26 @@ export class WasmSession {
     } finally {
       mod._free(idsPtr);
       if (outPtr) mod._free(outPtr);
+    }
+  }
+
+  /**
+   * One generation step: runs ids through the model and samples the next token in C.
+   * @param {ArrayLike<number>} ids
+   * @param {WasmSampler} sampler
+   * @returns {number} the next token id
+   */
+  next(ids, sampler) {
+    const mod = this.engine.mod;
+    const idsPtr = mod._malloc(4 * Math.max(ids.length, 1) + 4);
+    try {
+      mod.HEAP32.set(Int32Array.from(ids), idsPtr >> 2);
+      const outPtr = idsPtr + 4 * Math.max(ids.length, 1);
+      const status = mod._doge_session_next(this.handle, sampler.handle, idsPtr, ids.length, outPtr, this.engine.errPtr);
+      if (status !== 0) this.engine.raise(status);
+      return mod.HEAP32[outPtr >> 2];
+    } finally {
+      mod._free(idsPtr);
     }
   }
 

@@ -91,6 +91,30 @@ typedef enum {
  * right-most non-pad token of this call. */
 int doge_forward(DogeSession *s, const int32_t *ids, int n, float *out, int mode, DogeError *err);
 
+/* ---- sampling (next to the logits: no vocabulary-sized copy leaves wasm per token) -------------------- */
+/* HF generate() semantics: the repetition penalty first, then (when sampling) temperature, top-k, top-p and
+ * min-p, each removing tokens by setting them to -inf; temperature 0 means greedy (argmax). */
+typedef struct {
+    float temperature;        /* 0 = greedy; else > 0 */
+    int32_t top_k;            /* 0 = off */
+    float top_p;              /* (0, 1]; 1 = off */
+    float min_p;              /* [0, 1]; 0 = off */
+    float repetition_penalty; /* > 0; 1 = off */
+    uint64_t seed;
+} DogeSamplingParams;
+
+typedef struct DogeSampler DogeSampler;
+DogeSampler *doge_sampler_new(int vocab_size, const DogeSamplingParams *params, DogeError *err);
+void doge_sampler_free(DogeSampler *sp);
+/* Records a context token (prompt or generated) for the repetition penalty. */
+int doge_sampler_accept(DogeSampler *sp, int32_t token, DogeError *err);
+/* Filters logits[V] in place and returns the chosen token; probs (optional, [V]) receives the final
+ * distribution it sampled from (one-hot for greedy). */
+int32_t doge_sampler_sample(DogeSampler *sp, float *logits, float *probs);
+/* One generation step: runs ids[n] through the session and samples the next token from the last position.
+ * The sampler is not told about the returned token; the caller accepts it if it keeps it. */
+int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n, int32_t *token, DogeError *err);
+
 const char *doge_status_name(int code);
 
 #ifdef __cplusplus

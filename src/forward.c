@@ -39,6 +39,7 @@ struct DogeSession {
     float *gate, *up;     /* [S, I] */
     float *router;        /* [S, 2K]    MoE router logits */
     float *cos, *sin;     /* [S, hd/2] */
+    float *logits;        /* [V] last-position logits of doge_session_next */
     /* per-thread scratch */
     size_t scratch_words;
     float *scratch;       /* [threads][scratch_words] */
@@ -405,6 +406,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     s->bias_cache = malloc(sizeof(float) * L * KV * T);
     s->inv_freq = malloc(sizeof(float) * hd / 2);
     s->inv_freq_orig = malloc(sizeof(float) * hd / 2);
+    s->logits = malloc(sizeof(float) * (size_t)(c->task == DOGE_TASK_SEQ_CLS ? c->num_labels : c->vocab_size));
     s->pool = pool_new(n_threads);
     /* attention needs 3 x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k weights and D */
     s->scratch_words = 3 * T;
@@ -413,7 +415,8 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
         if (moe > s->scratch_words) s->scratch_words = moe;
     }
     if (s->pool) s->scratch = malloc(sizeof(float) * s->scratch_words * (size_t)pool_threads(s->pool));
-    if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->pool || !s->scratch) {
+    if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->logits || !s->pool ||
+        !s->scratch) {
         doge_session_free(s);
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for a %d-token KV cache (%.1f MB)", n_ctx,
                        (double)(sizeof(float) * L * KV * T * (2 * hd + 1)) / 1e6);
@@ -441,6 +444,7 @@ void doge_session_free(DogeSession *s) {
     free(s->inv_freq);
     free(s->inv_freq_orig);
     free(s->scratch);
+    free(s->logits);
     pool_free(s->pool);
     free(s);
 }
@@ -557,5 +561,16 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     for (int t = 0; t < rows; t++)
         k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)(first + t) * D, m->norm, D, c->rms_norm_eps);
     matmul(s, out, s->xn, m->lm_head, NULL, rows, D, V);
+    return DOGE_OK;
+}
+
+int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n, int32_t *token, DogeError *err) {
+    if (s->m->cfg.task != DOGE_TASK_CAUSAL_LM) {
+        doge_set_error(err, DOGE_ERR_INPUT, "generation needs a causal LM, this is a sequence classifier");
+        return err->code;
+    }
+    int rc = doge_forward(s, ids, n, s->logits, DOGE_LOGITS_LAST, err);
+    if (rc != DOGE_OK) return rc;
+    *token = doge_sampler_sample(sp, s->logits, NULL);
     return DOGE_OK;
 }

@@ -1,0 +1,137 @@
+/**
+ * The worker protocol, in one place. The main side sends requests {id, type, payload}; the worker answers
+ * with any number of events {id, event, data} (progress, tokens) and then one {id, result} or {id, error}.
+ * {type: 'abort', target} asks the worker to stop request `target`. Same code for Node worker_threads and
+ * browser Web Workers.
+ * @module protocol
+ */
+import { DogeError } from './errors.js';
+
+const isNode = typeof process === 'object' && !!process.versions?.node;
+
+/** Starts the engine worker and returns a small uniform handle. */
+export async function spawnWorker() {
+  const url = new URL('./worker.js', import.meta.url);
+  if (isNode) {
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker(url);
+    return {
+      post: (msg, transfer) => w.postMessage(msg, transfer),
+      onMessage: (fn) => w.on('message', fn),
+      onFailure: (fn) => {
+        w.on('error', (e) => fn(e));
+        w.on('exit', (code) => fn(new Error(`the engine worker exited (code ${code})`)));
+      },
+      terminate: () => w.terminate(),
+    };
+  }
+  const w = new Worker(url, { type: 'module' });
+  return {
+    post: (msg, transfer) => w.postMessage(msg, transfer ?? []),
+    onMessage: (fn) => w.addEventListener('message', (e) => fn(e.data)),
+    onFailure: (fn) => w.addEventListener('error', (e) => fn(new Error(e.message || 'the engine worker failed'))),
+    terminate: () => w.terminate(),
+  };
+}
+
+/** Main side: requests with streamed events, aborts, and failure of the whole worker. */
+export class RpcClient {
+  constructor(worker) {
+    this.worker = worker;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.dead = null;
+    worker.onMessage((msg) => this.receive(msg));
+    worker.onFailure((e) => this.fail(new DogeError('WORKER_CRASHED', `the engine worker stopped: ${e.message}`, { cause: e })));
+  }
+
+  receive(msg) {
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    if ('event' in msg) {
+      p.onEvent?.(msg.event, msg.data);
+      return;
+    }
+    this.pending.delete(msg.id);
+    if (msg.error) p.reject(new DogeError(msg.error.code, msg.error.message, { file: msg.error.file }));
+    else p.resolve(msg.result);
+  }
+
+  fail(error) {
+    if (this.dead) return;
+    this.dead = error;
+    for (const p of this.pending.values()) p.reject(error);
+    this.pending.clear();
+  }
+
+  /**
+   * @param {string} type
+   * @param {object} payload
+   * @param {{onEvent?: (event: string, data: any) => void, signal?: AbortSignal, transfer?: Transferable[]}} [opts]
+   */
+  request(type, payload, { onEvent, signal, transfer } = {}) {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, onEvent });
+      if (signal) {
+        const abort = () => this.worker.post({ type: 'abort', target: id });
+        if (signal.aborted) abort();
+        else signal.addEventListener('abort', abort, { once: true });
+      }
+      this.worker.post({ id, type, payload }, transfer);
+    });
+  }
+
+  terminate() {
+    this.fail(new DogeError('DISPOSED', 'the model was disposed'));
+    this.worker.terminate();
+  }
+}
+
+/**
+ * Worker side: dispatches requests to handlers(payload, ctx) where ctx = {emit(event, data),
+ * aborted(): boolean}. A handler's return value (and optional ctx.transfer list) is the result.
+ */
+export async function serveRpc(handlers) {
+  let port;
+  if (isNode) {
+    const { parentPort } = await import('node:worker_threads');
+    port = { post: (m, t) => parentPort.postMessage(m, t), on: (fn) => parentPort.on('message', fn) };
+  } else {
+    port = { post: (m, t) => self.postMessage(m, t ?? []), on: (fn) => self.addEventListener('message', (e) => fn(e.data)) };
+  }
+  const aborted = new Set();
+  port.on(async (msg) => {
+    if (msg.type === 'abort') {
+      aborted.add(msg.target);
+      return;
+    }
+    const ctx = {
+      emit: (event, data) => port.post({ id: msg.id, event, data }),
+      aborted: () => aborted.has(msg.id),
+      transfer: undefined,
+    };
+    try {
+      const handler = handlers[msg.type];
+      if (!handler) throw new DogeError('BAD_REQUEST', `unknown request '${msg.type}'`);
+      const result = await handler(msg.payload, ctx);
+      port.post({ id: msg.id, result }, ctx.transfer);
+    } catch (e) {
+      const error = e instanceof DogeError ? { code: e.code, message: e.message, file: e.file } : { code: 'INTERNAL', message: String(e?.stack ?? e) };
+      port.post({ id: msg.id, error });
+    } finally {
+      aborted.delete(msg.id);
+    }
+  });
+}
+
+/** Lets queued messages (an abort) in between two tokens without the 4 ms clamp of nested timers. */
+export function yieldToEvents() {
+  if (isNode) return new Promise((r) => setImmediate(r));
+  return new Promise((r) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => r();
+    ch.port2.postMessage(0);
+  });
+}

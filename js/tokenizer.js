@@ -1,0 +1,126 @@
+/**
+ * Text <-> token ids for a model: tokenizer.json through @huggingface/tokenizers, the chat template of
+ * tokenizer_config.json through @huggingface/jinja, and incremental decoding that never splits a character.
+ * @module tokenizer
+ */
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import { DogeError } from './errors.js';
+import { readJson } from './sources.js';
+
+/**
+ * The tokenizer of a model source (tokenizer.json + tokenizer_config.json); null when it ships none.
+ * @param {import('./sources.js').ModelSource} source
+ */
+export async function loadTokenizer(source) {
+  const json = await readJson(source, 'tokenizer.json', { code: 'BAD_TOKENIZER', optional: true });
+  if (json === null) return null;
+  const config = await readJson(source, 'tokenizer_config.json', { code: 'BAD_TOKENIZER', optional: true });
+  return new TextTokenizer(json, config);
+}
+
+const tokenText = (t) => (t && typeof t === 'object' ? t.content : t) ?? null;
+
+export class TextTokenizer {
+  /**
+   * @param {object} tokenizerJson parsed tokenizer.json
+   * @param {object|null} tokenizerConfig parsed tokenizer_config.json
+   */
+  constructor(tokenizerJson, tokenizerConfig) {
+    const model = tokenizerJson?.model?.type;
+    if (!['BPE', 'WordPiece', 'Unigram', 'WordLevel'].includes(model)) {
+      throw new DogeError('BAD_TOKENIZER', `tokenizer.json: unsupported or missing model type '${model}'`, { file: 'tokenizer.json' });
+    }
+    this.config = tokenizerConfig ?? {};
+    try {
+      this.tok = new Tokenizer(tokenizerJson, this.config);
+    } catch (e) {
+      throw new DogeError('BAD_TOKENIZER', `tokenizer.json: ${e.message}`, { file: 'tokenizer.json', cause: e });
+    }
+    /** Special token strings (bos_token, eos_token, ...) as the chat template sees them. */
+    this.specialTokens = {};
+    for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
+      const text = tokenText(this.config[key]);
+      if (text !== null) this.specialTokens[key] = text;
+    }
+    this.chatTemplate = this.resolveTemplate(this.config.chat_template);
+    this.specialIds = new Set([...this.tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+  }
+
+  resolveTemplate(t) {
+    if (!t) return null;
+    if (typeof t === 'string') return t;
+    if (Array.isArray(t)) return t.find((x) => x.name === 'default')?.template ?? t[0]?.template ?? null;
+    return null;
+  }
+
+  /** Id of a token string, or undefined. */
+  tokenId(text) {
+    return text == null ? undefined : this.tok.token_to_id(text);
+  }
+
+  get vocabSize() {
+    return this.tok.get_vocab(true).size;
+  }
+
+  /** @param {string} text @param {{addSpecialTokens?: boolean}} [opts] @returns {number[]} */
+  encode(text, { addSpecialTokens = true } = {}) {
+    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  /** @param {number[]} ids @param {{skipSpecialTokens?: boolean}} [opts] */
+  decode(ids, { skipSpecialTokens = false } = {}) {
+    if (ids.length === 0) return '';
+    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens });
+  }
+
+  /**
+   * Renders messages with the model's chat template, the way transformers' apply_chat_template does.
+   * @param {{role: string, content: string}[]} messages
+   */
+  applyChatTemplate(messages, { addGenerationPrompt = true } = {}) {
+    if (!this.chatTemplate) throw new DogeError('NO_CHAT_TEMPLATE', 'tokenizer_config.json has no chat_template', { file: 'tokenizer_config.json' });
+    try {
+      return new Template(this.chatTemplate).render({
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        ...this.specialTokens,
+      });
+    } catch (e) {
+      throw new DogeError('BAD_TEMPLATE', `tokenizer_config.json: the chat template failed to render: ${e.message}`, { file: 'tokenizer_config.json', cause: e });
+    }
+  }
+
+  /** A decoder for a growing list of ids that returns only complete new text (see StreamDecoder). */
+  streamDecoder() {
+    return new StreamDecoder(this);
+  }
+}
+
+/**
+ * Incremental detokenization with two offsets (as text-generation-inference does): text is decoded with a
+ * few tokens of left context so that leading-space rules apply as in a full decode, and held back while it
+ * ends in U+FFFD (a character whose bytes have not all arrived).
+ */
+export class StreamDecoder {
+  constructor(tokenizer) {
+    this.tokenizer = tokenizer;
+    this.ids = [];
+    this.prefix = 0;
+    this.read = 0;
+  }
+
+  /** @param {number} id @returns {string} the new complete text (may be empty) */
+  push(id) {
+    this.ids.push(id);
+    const opts = { skipSpecialTokens: true };
+    const before = this.tokenizer.decode(this.ids.slice(this.prefix, this.read), opts);
+    const after = this.tokenizer.decode(this.ids.slice(this.prefix), opts);
+    if (after.length > before.length && !after.endsWith('\uFFFD')) {
+      this.prefix = this.read;
+      this.read = this.ids.length;
+      return after.slice(before.length);
+    }
+    return '';
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The engine worker: owns the wasm instance, the model, its KV cache and the tokenizer. Weights stream
+ * from their source straight into wasm memory here, so they never cross threads.
+ * @module worker
+ */
+import { serveRpc } from './protocol.js';
+import { DogeError } from './errors.js';
+import { Engine, LOGITS } from './wasm-engine.js';
+import { openSource, parseJson, readJson } from './sources.js';
+import { streamWeights } from './weights.js';
+import { loadTokenizer } from './tokenizer.js';
+import { resolveOptions, runGeneration } from './generation.js';
+
+let state = null; // {engine, model, session, tokenizer, config, generationConfig}
+let queue = Promise.resolve(); // one session: requests that use it run one after another
+
+function serialized(fn) {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+}
+
+function requireState() {
+  if (!state) throw new DogeError('NOT_LOADED', 'no model is loaded');
+  return state;
+}
+
+function requireTokenizer() {
+  const { tokenizer } = requireState();
+  if (!tokenizer) throw new DogeError('NO_TOKENIZER', 'this model has no tokenizer.json; pass token ids instead of text');
+  return tokenizer;
+}
+
+function promptIds(input) {
+  const s = requireState();
+  if (typeof input === 'string') return requireTokenizer().encode(input);
+  if (Array.isArray(input) && input.length > 0 && typeof input[0] === 'object') {
+    return requireTokenizer().encode(requireTokenizer().applyChatTemplate(input), { addSpecialTokens: false });
+  }
+  const ids = Array.from(input ?? []);
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0 || id >= s.model.vocabSize) {
+      throw new DogeError('BAD_INPUT', `token id ${id} is outside the vocabulary [0, ${s.model.vocabSize})`);
+    }
+  }
+  return ids;
+}
+
+serveRpc({
+  async load({ source, options = {} }, ctx) {
+    if (state) throw new DogeError('ALREADY_LOADED', 'this worker already holds a model');
+    const src = await openSource(source, options);
+    const configText = await src.readText('config.json');
+    if (configText === null) throw new DogeError('NOT_FOUND', `${src.label}: no config.json`, { file: 'config.json' });
+    const config = parseJson(configText, 'config.json', 'BAD_CONFIG');
+    const generationConfig = (await readJson(src, 'generation_config.json', { code: 'BAD_CONFIG', optional: true })) ?? {};
+    const tokenizer = await loadTokenizer(src);
+    const engine = await Engine.create({ threads: options.threads ?? 1, build: options.build ?? 'auto' });
+    let model;
+    try {
+      model = await streamWeights(engine, src, configText, {
+        onProgress: (p) => ctx.emit('progress', p),
+        signal: { get aborted() { return ctx.aborted(); } },
+      });
+      const session = model.createSession(options.contextLength ?? 0);
+      state = { engine, model, session, tokenizer, config, generationConfig };
+    } catch (e) {
+      model?.free();
+      engine.dispose();
+      throw e;
+    }
+    return info();
+  },
+
+  generate({ input, options }, ctx) {
+    return serialized(async () => {
+      const s = requireState();
+      const opts = resolveOptions(options, s.generationConfig, s.config);
+      return runGeneration({
+        engine: s.engine,
+        session: s.session,
+        vocabSize: s.model.vocabSize,
+        tokenizer: s.tokenizer,
+        promptIds: promptIds(input),
+        opts,
+        emit: (piece) => ctx.emit('token', piece),
+        aborted: ctx.aborted,
+      });
+    });
+  },
+
+  tokenize({ text, addSpecialTokens }) {
+    return requireTokenizer().encode(text, { addSpecialTokens });
+  },
+
+  detokenize({ ids, skipSpecialTokens }) {
+    return requireTokenizer().decode(ids, { skipSpecialTokens });
+  },
+
+  applyChatTemplate({ messages, addGenerationPrompt }) {
+    return requireTokenizer().applyChatTemplate(messages, { addGenerationPrompt });
+  },
+
+  logits({ ids }, ctx) {
+    return serialized(() => {
+      const s = requireState();
+      const input = promptIds(ids);
+      if (input.length === 0) throw new DogeError('BAD_INPUT', 'logits needs at least one token id');
+      const session = s.model.createSession(Math.max(input.length, s.model.maxPositionEmbeddings));
+      try {
+        const out = session.forward(input, s.model.task === 'causal-lm' ? LOGITS.ALL : LOGITS.LAST);
+        ctx.transfer = [out.buffer];
+        return out;
+      } finally {
+        session.free();
+      }
+    });
+  },
+
+  dispose() {
+    if (!state) return null;
+    state.session.free();
+    state.model.free();
+    state.engine.dispose();
+    state = null;
+    return null;
+  },
+});
+
+function info() {
+  const { engine, model, session, tokenizer, config, generationConfig } = state;
+  return {
+    task: model.task,
+    vocabSize: model.vocabSize,
+    numLabels: model.numLabels,
+    maxPositionEmbeddings: model.maxPositionEmbeddings,
+    contextLength: session.nCtx,
+    tiedHead: model.tiedHead,
+    build: engine.info.build,
+    threads: engine.info.threads,
+    threadsReason: engine.info.reason,
+    hasTokenizer: !!tokenizer,
+    hasChatTemplate: !!tokenizer?.chatTemplate,
+    bosTokenId: generationConfig.bos_token_id ?? config.bos_token_id ?? null,
+    eosTokenId: generationConfig.eos_token_id ?? config.eos_token_id ?? null,
+    generationConfig,
+  };
+}
