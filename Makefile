@@ -30,7 +30,9 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 	-sEXPORTED_FUNCTIONS='[$(subst $(space),$(comma),$(patsubst %,"%",$(WASM_EXPORTS)))]' \
 	-sEXPORTED_RUNTIME_METHODS='["UTF8ToString","stringToUTF8","lengthBytesUTF8"]'
 # The pool is sized at run time by the JS loader (Module.dogePoolSize = threads - 1).
-WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize'
+# PTHREAD_POOL_SIZE_STRICT=2: pthread_create fails instead of waiting for a new worker, which would deadlock
+# a caller that blocks; the thread pool then runs with the threads it has.
+WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
 .PHONY: all native wasm deps deps-apt deps-npm test test-c test-js cases clean
 

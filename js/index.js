@@ -111,7 +111,8 @@ export class DogeModel {
 
 /**
  * An async iterable of {text, tokenId} pieces; `result` resolves to {text, ids, stats} at the end.
- * Aborting (options.signal) ends the stream early with stats.stopReason 'abort'.
+ * Aborting (options.signal) ends the stream at once: no further piece is yielded, the worker stops at its
+ * next token, and `result` holds what was yielded, with stats.stopReason 'abort'.
  */
 export class GenerationStream {
   constructor(rpc, input, options) {
@@ -119,13 +120,20 @@ export class GenerationStream {
     this.queue = [];
     this.wake = null;
     this.finished = false;
-    this.result = rpc
-      .request('generate', { input, options: opts }, {
-        signal,
-        onEvent: (event, data) => {
-          if (event === 'token') this.push(data);
-        },
-      })
+    this.aborted = false;
+    this.delivered = { text: '', ids: [] };
+    const done = rpc.request('generate', { input, options: opts }, {
+      signal,
+      onEvent: (event, data) => {
+        if (event === 'token') this.push(data);
+      },
+    });
+    signal?.addEventListener('abort', () => {
+      this.aborted = true;
+      this.push(null);
+    }, { once: true });
+    this.result = done
+      .then((r) => (this.aborted ? { ...this.delivered, stats: { ...r.stats, generatedTokens: this.delivered.ids.length, stopReason: 'abort' } } : r))
       .finally(() => {
         this.finished = true;
         this.push(null);
@@ -141,8 +149,12 @@ export class GenerationStream {
 
   async *[Symbol.asyncIterator]() {
     for (;;) {
+      if (this.aborted) break;
       if (this.queue.length) {
-        yield this.queue.shift();
+        const piece = this.queue.shift();
+        this.delivered.text += piece.text;
+        if (piece.tokenId !== null) this.delivered.ids.push(piece.tokenId);
+        yield piece;
         continue;
       }
       if (this.finished) break;

@@ -14,7 +14,9 @@ export async function spawnWorker() {
   const url = new URL('./worker.js', import.meta.url);
   if (isNode) {
     const { Worker } = await import('node:worker_threads');
-    const w = new Worker(url);
+    // The worker inherits the process's Node flags, except --input-type (valid only for --eval).
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+    const w = new Worker(url, { execArgv });
     return {
       post: (msg, transfer) => w.postMessage(msg, transfer),
       onMessage: (fn) => w.on('message', fn),
@@ -23,6 +25,8 @@ export async function spawnWorker() {
         w.on('exit', (code) => fn(new Error(`the engine worker exited (code ${code})`)));
       },
       terminate: () => w.terminate(),
+      // An idle engine does not keep the process alive; a request in flight does.
+      busy: (yes) => (yes ? w.ref() : w.unref()),
     };
   }
   const w = new Worker(url, { type: 'module' });
@@ -31,6 +35,7 @@ export async function spawnWorker() {
     onMessage: (fn) => w.addEventListener('message', (e) => fn(e.data)),
     onFailure: (fn) => w.addEventListener('error', (e) => fn(new Error(e.message || 'the engine worker failed'))),
     terminate: () => w.terminate(),
+    busy: () => {},
   };
 }
 
@@ -53,6 +58,7 @@ export class RpcClient {
       return;
     }
     this.pending.delete(msg.id);
+    if (this.pending.size === 0) this.worker.busy(false);
     if (msg.error) p.reject(new DogeError(msg.error.code, msg.error.message, { file: msg.error.file }));
     else p.resolve(msg.result);
   }
@@ -62,6 +68,7 @@ export class RpcClient {
     this.dead = error;
     for (const p of this.pending.values()) p.reject(error);
     this.pending.clear();
+    this.worker.busy(false);
   }
 
   /**
@@ -73,6 +80,7 @@ export class RpcClient {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.busy(true);
       this.pending.set(id, { resolve, reject, onEvent });
       if (signal) {
         const abort = () => this.worker.post({ type: 'abort', target: id });
@@ -90,8 +98,8 @@ export class RpcClient {
 }
 
 /**
- * Worker side: dispatches requests to handlers(payload, ctx) where ctx = {emit(event, data),
- * aborted(): boolean}. A handler's return value (and optional ctx.transfer list) is the result.
+ * Worker side: dispatches requests to handlers(payload, ctx) where ctx = {emit(event, data), signal (an
+ * AbortSignal), aborted(): boolean}. A handler's return value (and optional ctx.transfer list) is the result.
  */
 export async function serveRpc(handlers) {
   let port;
@@ -101,15 +109,18 @@ export async function serveRpc(handlers) {
   } else {
     port = { post: (m, t) => self.postMessage(m, t ?? []), on: (fn) => self.addEventListener('message', (e) => fn(e.data)) };
   }
-  const aborted = new Set();
+  const running = new Map(); // request id -> AbortController
   port.on(async (msg) => {
     if (msg.type === 'abort') {
-      aborted.add(msg.target);
+      running.get(msg.target)?.abort();
       return;
     }
+    const controller = new AbortController();
+    running.set(msg.id, controller);
     const ctx = {
       emit: (event, data) => port.post({ id: msg.id, event, data }),
-      aborted: () => aborted.has(msg.id),
+      signal: controller.signal,
+      aborted: () => controller.signal.aborted,
       transfer: undefined,
     };
     try {
@@ -121,7 +132,7 @@ export async function serveRpc(handlers) {
       const error = e instanceof DogeError ? { code: e.code, message: e.message, file: e.file } : { code: 'INTERNAL', message: String(e?.stack ?? e) };
       port.post({ id: msg.id, error });
     } finally {
-      aborted.delete(msg.id);
+      running.delete(msg.id);
     }
   });
 }

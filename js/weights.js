@@ -48,13 +48,19 @@ export async function streamWeights(engine, source, configText, { onProgress, si
       loader.beginFile(file);
       let loaded = 0;
       onProgress?.({ file, loaded, total: size });
-      for await (const chunk of chunks) {
-        if (signal?.aborted) throw new DogeError('ABORTED', `${file}: loading aborted`, { file });
-        const bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
-        loader.feed(bytes);
-        loaded += bytes.length;
-        onProgress?.({ file, loaded, total: size });
+      try {
+        for await (const chunk of chunks) {
+          if (signal?.aborted) break;
+          const bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
+          loader.feed(bytes);
+          loaded += bytes.length;
+          onProgress?.({ file, loaded, total: size });
+        }
+      } catch (e) {
+        if (e instanceof DogeError) throw e;
+        if (!signal?.aborted) throw new DogeError('NETWORK', `${file}: reading failed after ${loaded} bytes: ${e.message}`, { file, cause: e });
       }
+      if (signal?.aborted) throw new DogeError('ABORTED', `${file}: loading aborted`, { file });
       loader.endFile();
     }
     return loader.finish();

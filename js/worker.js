@@ -60,7 +60,7 @@ serveRpc({
     try {
       model = await streamWeights(engine, src, configText, {
         onProgress: (p) => ctx.emit('progress', p),
-        signal: { get aborted() { return ctx.aborted(); } },
+        signal: ctx.signal,
       });
       const session = model.createSession(options.contextLength ?? 0);
       state = { engine, model, session, tokenizer, config, generationConfig };
@@ -106,14 +106,14 @@ serveRpc({
       const s = requireState();
       const input = promptIds(ids);
       if (input.length === 0) throw new DogeError('BAD_INPUT', 'logits needs at least one token id');
-      const session = s.model.createSession(Math.max(input.length, s.model.maxPositionEmbeddings));
-      try {
-        const out = session.forward(input, s.model.task === 'causal-lm' ? LOGITS.ALL : LOGITS.LAST);
-        ctx.transfer = [out.buffer];
-        return out;
-      } finally {
-        session.free();
+      if (input.length > s.session.nCtx) {
+        throw new DogeError('CONTEXT_OVERFLOW', `${input.length} tokens do not fit the context of ${s.session.nCtx} (raise contextLength)`);
       }
+      s.session.reset();
+      const out = s.session.forward(input, s.model.task === 'causal-lm' ? LOGITS.ALL : LOGITS.LAST);
+      s.session.reset();
+      ctx.transfer = [out.buffer];
+      return out;
     });
   },
 

@@ -82,12 +82,16 @@ Pool *pool_new(int n_threads) {
         pthread_mutex_init(&p->mu, NULL);
         pthread_cond_init(&p->start, NULL);
         pthread_cond_init(&p->done, NULL);
+        /* A thread that cannot be started (e.g. the wasm pthread pool is used up) is not an error: results do
+         * not depend on the thread count, so the pool runs with the threads it got. */
         for (int t = 1; t < n_threads; t++) {
             WorkerArg *wa = malloc(sizeof *wa);
-            if (!wa || pthread_create(&p->workers[t - 1], NULL, worker_main, (wa->pool = p, wa->index = t, wa)) != 0) {
+            if (!wa) break;
+            wa->pool = p;
+            wa->index = t;
+            if (pthread_create(&p->workers[t - 1], NULL, worker_main, wa) != 0) {
                 free(wa);
-                pool_free(p);
-                return NULL;
+                break;
             }
             p->n_threads = t + 1;
         }

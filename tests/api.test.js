@@ -1,0 +1,185 @@
+// The public API (js/index.js) end to end through the engine worker, on both wasm builds.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { loadModel, DogeError } from '../js/index.js';
+import { writeTinyModel } from './fixtures.js';
+import { startHub } from './hub-server.js';
+
+const hubRoot = mkdtempSync(`${tmpdir()}/doge-hub-`);
+const dir = `${hubRoot}/test-org/tiny-doge`;
+writeTinyModel(dir);
+
+const argmax = (row) => row.reduce((best, v, i) => (v > row[best] ? i : best), 0);
+
+async function collect(stream) {
+  const pieces = [];
+  for await (const p of stream) pieces.push(p);
+  return { pieces, result: await stream.result };
+}
+
+for (const build of ['single', 'threads']) {
+  describe(`API on the ${build} build`, () => {
+    let model;
+    before(async () => {
+      model = await loadModel(dir, { build, threads: build === 'threads' ? 2 : 1 });
+    });
+    after(() => model.dispose());
+
+    test('reports what it loaded and how it runs', () => {
+      assert.equal(model.info.build, build);
+      assert.equal(model.info.threads, build === 'threads' ? 2 : 1);
+      assert.match(model.info.threadsReason, build === 'threads' ? /SharedArrayBuffer is available/ : /single-thread build requested/);
+      assert.equal(model.info.task, 'causal-lm');
+      assert.equal(model.info.vocabSize, 320);
+      assert.ok(model.info.hasChatTemplate);
+    });
+
+    test('greedy generation equals step-by-step argmax of logits', async () => {
+      const prompt = await model.tokenize('The quick brown fox');
+      const { result } = await collect(model.generate(prompt, { maxNewTokens: 12, temperature: 0, eosTokenId: [] }));
+      const ids = [...prompt];
+      for (let i = 0; i < 12; i++) {
+        const logits = await model.logits(ids);
+        ids.push(argmax(logits.subarray(logits.length - 320)));
+      }
+      assert.deepEqual(result.ids, ids.slice(prompt.length));
+      assert.equal(result.stats.stopReason, 'length');
+    });
+
+    test('text streams token by token and adds up to the decoded ids', async () => {
+      const { pieces, result } = await collect(model.generate('Hello there', { maxNewTokens: 16, temperature: 1, seed: 5, eosTokenId: [] }));
+      assert.equal(pieces.length, 16);
+      assert.deepEqual(pieces.map((p) => p.tokenId), result.ids);
+      assert.equal(pieces.map((p) => p.text).join(''), result.text);
+      assert.equal(result.text, await model.detokenize(result.ids, { skipSpecialTokens: true }));
+    });
+
+    test('the same seed gives the same text, another seed another', async () => {
+      const opts = { maxNewTokens: 24, temperature: 1.2, topK: 0, eosTokenId: [] };
+      const a = (await collect(model.generate('Once upon a time', { ...opts, seed: 11 }))).result;
+      const b = (await collect(model.generate('Once upon a time', { ...opts, seed: 11 }))).result;
+      const c = (await collect(model.generate('Once upon a time', { ...opts, seed: 12 }))).result;
+      assert.deepEqual(a.ids, b.ids);
+      assert.equal(a.text, b.text);
+      assert.notDeepEqual(a.ids, c.ids);
+      assert.equal(a.stats.seed, 11);
+    });
+
+    test('stops on eos, on a stop string, and at maxNewTokens', async () => {
+      const free = (await collect(model.generate('abc', { maxNewTokens: 10, temperature: 0, eosTokenId: [] }))).result;
+      const eos = free.ids[3];
+      const stopped = (await collect(model.generate('abc', { maxNewTokens: 10, temperature: 0, eosTokenId: eos }))).result;
+      assert.equal(stopped.stats.stopReason, 'eos');
+      assert.deepEqual(stopped.ids, free.ids.slice(0, free.ids.indexOf(eos)));
+      const text = free.text;
+      const at = text.length > 4 ? 3 : 1;
+      const stop = text.slice(at, at + 2);
+      const s = (await collect(model.generate('abc', { maxNewTokens: 10, temperature: 0, eosTokenId: [], stop: ['NEVER', stop] }))).result;
+      assert.equal(s.stats.stopReason, 'stop');
+      assert.equal(s.text, text.slice(0, text.indexOf(stop)));
+    });
+
+    test('chat applies the template with the special tokens', async () => {
+      const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi!' }];
+      const prompt = await model.applyChatTemplate(messages);
+      assert.equal(prompt, '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\nBe brief.<|end_of_text|>\n\n<|start_header_id|>user<|end_header_id|>\nHi!<|end_of_text|>\n\n<|start_header_id|>assistant<|end_header_id|>\n');
+      const viaChat = (await collect(model.chat(messages, { maxNewTokens: 6, temperature: 0, eosTokenId: [] }))).result;
+      const ids = await model.tokenize(prompt, { addSpecialTokens: false });
+      assert.equal(ids.filter((t) => t === 0).length, 1, 'one bos token');
+      const viaIds = (await collect(model.generate(ids, { maxNewTokens: 6, temperature: 0, eosTokenId: [] }))).result;
+      assert.deepEqual(viaChat.ids, viaIds.ids);
+      assert.equal(viaChat.stats.promptTokens, ids.length);
+    });
+
+    test('abort stops within one token and leaves the model usable', async () => {
+      const ac = new AbortController();
+      const stream = model.generate('x', { maxNewTokens: 100, temperature: 1, seed: 3, eosTokenId: [], signal: ac.signal });
+      let seen = 0;
+      for await (const p of stream) {
+        if (p.tokenId === null) continue;
+        if (++seen === 3) ac.abort();
+      }
+      const { stats, ids } = await stream.result;
+      assert.equal(stats.stopReason, 'abort');
+      assert.equal(seen, 3, 'no piece is yielded after abort');
+      assert.equal(ids.length, 3);
+      assert.equal(stats.generatedTokens, 3);
+      const again = (await collect(model.generate('x', { maxNewTokens: 5, temperature: 0, eosTokenId: [] }))).result;
+      assert.equal(again.ids.length, 5);
+    });
+
+    test('two generations at once run one after the other', async () => {
+      const opts = { maxNewTokens: 8, temperature: 0, eosTokenId: [] };
+      const alone = (await collect(model.generate('same prompt', opts))).result;
+      const [a, b] = await Promise.all([collect(model.generate('same prompt', opts)), collect(model.generate('same prompt', opts))]);
+      assert.deepEqual(a.result.ids, alone.ids);
+      assert.deepEqual(b.result.ids, alone.ids);
+    });
+
+    test('bad input gives DogeErrors with codes', async () => {
+      const fails = async (p, code, re) => assert.rejects(p, (e) => e instanceof DogeError && e.code === code && re.test(e.message));
+      await fails(collect(model.generate('x', { temperature: -1 })), 'BAD_ARGUMENT', /temperature must be >= 0/);
+      await fails(collect(model.generate('x', { topP: 0 })), 'BAD_ARGUMENT', /topP must be in \(0, 1\]/);
+      await fails(collect(model.generate('x', { maxNewTokens: 0 })), 'BAD_ARGUMENT', /maxNewTokens/);
+      await fails(collect(model.generate([5, 999])), 'BAD_INPUT', /token id 999 is outside the vocabulary \[0, 320\)/);
+      await fails(collect(model.generate([])), 'BAD_INPUT', /the prompt is empty/);
+      await fails(collect(model.generate(new Array(200).fill(7))), 'CONTEXT_OVERFLOW', /the prompt has 200 tokens; the context holds 128/);
+      await fails(model.logits([400]), 'BAD_INPUT', /outside the vocabulary/);
+    });
+
+    test('generation that reaches the end of the context stops there', async () => {
+      const { result } = await collect(model.generate(new Array(120).fill(9), { maxNewTokens: 50, temperature: 0, eosTokenId: [] }));
+      assert.equal(result.stats.stopReason, 'context');
+      assert.equal(result.ids.length, 128 - 120 + 1);
+    });
+  });
+}
+
+describe('loading over HTTP in the hub layout', () => {
+  let hub;
+  before(async () => {
+    hub = await startHub(hubRoot);
+  });
+  after(() => hub.close());
+
+  test('a repo id resolves to <host>/<id>/resolve/main/<file>, with progress', async () => {
+    const events = [];
+    const model = await loadModel('test-org/tiny-doge', { hubHost: hub.url, onProgress: (p) => events.push(p) });
+    try {
+      assert.ok(hub.requests.includes('/test-org/tiny-doge/resolve/main/model.safetensors'));
+      assert.ok(hub.requests.includes('/test-org/tiny-doge/resolve/main/tokenizer.json'));
+      const w = events.filter((e) => e.file === 'model.safetensors');
+      assert.ok(w.length >= 2);
+      for (let i = 1; i < w.length; i++) assert.ok(w[i].loaded >= w[i - 1].loaded, 'monotone');
+      assert.equal(w.at(-1).loaded, w.at(-1).total);
+      const local = await loadModel(dir, { build: 'single' });
+      const ids = [0, 5, 77, 9];
+      assert.deepEqual(await model.logits(ids), await local.logits(ids));
+      await local.dispose();
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  test('a URL prefix and a revision work too; a missing repo is NOT_FOUND', async () => {
+    const model = await loadModel(`${hub.url}/test-org/tiny-doge/resolve/v1`);
+    assert.equal(model.info.vocabSize, 320);
+    await model.dispose();
+    const rev = await loadModel('test-org/tiny-doge', { hubHost: hub.url, revision: 'abc123' });
+    assert.ok(hub.requests.includes('/test-org/tiny-doge/resolve/abc123/model.safetensors'));
+    await rev.dispose();
+    await assert.rejects(loadModel('test-org/missing', { hubHost: hub.url }), (e) => e.code === 'NOT_FOUND' && /config\.json/.test(e.message));
+  });
+
+  test('abort during loading rejects with ABORTED', async () => {
+    const slow = await startHub(hubRoot, { chunkDelayMs: 5 });
+    const ac = new AbortController();
+    const onProgress = (e) => e.file === 'model.safetensors' && e.loaded > 0 && ac.abort();
+    const p = loadModel('test-org/tiny-doge', { hubHost: slow.url, signal: ac.signal, onProgress });
+    p.then((m) => m.dispose(), () => {});
+    await assert.rejects(p, (e) => e.code === 'ABORTED' && /model\.safetensors: loading aborted/.test(e.message));
+    await slow.close();
+  });
+});

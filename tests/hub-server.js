@@ -1,0 +1,45 @@
+// A local stand-in for the Hugging Face hub: serves <root>/<org>/<repo>/<file> at
+// /<org>/<repo>/resolve/<revision>/<file>, on 127.0.0.1 only.
+import { createServer } from 'node:http';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+
+/** @param {string} root @param {{chunkDelayMs?: number}} [opts] chunkDelayMs streams 4 KiB pieces slowly */
+export async function startHub(root, { chunkDelayMs = 0 } = {}) {
+  const requests = [];
+  const server = createServer((req, res) => {
+    requests.push(req.url);
+    const m = /^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/([^/?]+)$/.exec(req.url);
+    const path = m && !m.slice(1).some((p) => p === '..') ? `${root}/${m[1]}/${m[2]}/${decodeURIComponent(m[4])}` : null;
+    let size = -1;
+    try {
+      if (path) size = statSync(path).size;
+    } catch {}
+    if (size < 0) {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('Entry not found');
+      return;
+    }
+    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream' });
+    if (!chunkDelayMs) {
+      createReadStream(path).pipe(res);
+      return;
+    }
+    const data = readFileSync(path);
+    let off = 0;
+    const timer = setInterval(() => {
+      if (off >= data.length || res.destroyed) {
+        clearInterval(timer);
+        res.end();
+        return;
+      }
+      res.write(data.subarray(off, off + 4096));
+      off += 4096;
+    }, chunkDelayMs);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests,
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
