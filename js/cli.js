@@ -1,35 +1,80 @@
 #!/usr/bin/env node
 /**
- * The doge-wasm command line. Every command runs the wasm core; `--help` on each explains it.
- * Errors: exit code 2 and one line on stderr.
+ * The doge-wasm command line, on the package's public API. `doge-wasm <command> --help` explains each.
+ * Errors: exit code 2 and one line on stderr, `doge-wasm: CODE: message`.
  */
 import { parseArgs } from 'node:util';
-import { DogeError } from './errors.js';
-import { Engine, LOGITS } from './wasm-engine.js';
-import { openSource } from './sources.js';
-import { streamWeights } from './weights.js';
+import { readFile } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { DogeError, loadModel, loadModelTokenizer } from './index.js';
 
-const COMMON = {
-  model: { type: 'string', help: '<dir|url|repo-id>  the model (a HF model directory, URL prefix or hub repo id)' },
-  threads: { type: 'string', help: '<N>  worker threads (default 1; N > 1 uses the pthreads build)' },
-  build: { type: 'string', help: '<auto|threads|single>  which wasm build to run (default auto)' },
-  'hub-host': { type: 'string', help: '<url>  Hugging Face host for repo ids (default https://huggingface.co)' },
-  revision: { type: 'string', help: '<rev>  hub revision (default main)' },
-  help: { type: 'boolean', short: 'h', help: 'show this help' },
+const SOURCE_OPTIONS = {
+  model: { type: 'string', arg: '<dir|url|repo-id>', help: 'the model: a HF model directory, a URL prefix or a hub repo id' },
+  'hub-host': { type: 'string', arg: '<url>', help: 'host for repo ids (default https://huggingface.co)' },
+  revision: { type: 'string', arg: '<rev>', help: 'hub revision (default main)' },
 };
+const ENGINE_OPTIONS = {
+  ...SOURCE_OPTIONS,
+  threads: { type: 'string', arg: '<N>', help: 'threads of the engine (default 1)' },
+  build: { type: 'string', arg: '<auto|threads|single>', help: 'wasm build: auto picks the pthreads build where SharedArrayBuffer works' },
+  'context-length': { type: 'string', arg: '<N>', help: 'KV cache size in tokens (default max_position_embeddings)' },
+};
+const SAMPLING_OPTIONS = {
+  'max-new-tokens': { type: 'string', arg: '<N>', help: 'most tokens to generate (default generation_config, else 256)' },
+  temperature: { type: 'string', arg: '<T>', help: '0 = greedy (default from generation_config.json)' },
+  'top-k': { type: 'string', arg: '<K>', help: 'keep the K most likely tokens (0 = off, default 50)' },
+  'top-p': { type: 'string', arg: '<P>', help: 'nucleus sampling, in (0, 1] (default 1)' },
+  'min-p': { type: 'string', arg: '<P>', help: 'drop tokens below P x the best probability (default 0)' },
+  'repetition-penalty': { type: 'string', arg: '<R>', help: 'penalise tokens already in the context (default 1)' },
+  seed: { type: 'string', arg: '<S>', help: 'random seed; the same seed gives the same text' },
+  stop: { type: 'string', multiple: true, arg: '<TEXT>', help: 'stop when this text appears (repeatable)' },
+  system: { type: 'string', arg: '<TEXT>', help: 'system prompt (chat)' },
+};
+const HELP = { help: { type: 'boolean', short: 'h', help: 'show this help' } };
 
 const COMMANDS = {
+  generate: {
+    summary: 'stream a continuation (or a chat reply) to stdout',
+    usage: 'doge-wasm generate --model <dir|url|repo-id> (--prompt TEXT | --ids 1,2,3) [--chat] [options]',
+    details: 'A progress bar goes to stderr while loading (when stderr is a terminal). --json prints one object\n' +
+      '{"ids": [...], "text": "...", "stats": {...}} at the end instead of streaming.',
+    options: {
+      ...ENGINE_OPTIONS,
+      prompt: { type: 'string', arg: '<TEXT>', help: 'the prompt text' },
+      ids: { type: 'string', arg: '<1,2,3>', help: 'the prompt as token ids' },
+      chat: { type: 'boolean', help: 'wrap the prompt in the chat template as a user message' },
+      ...SAMPLING_OPTIONS,
+      json: { type: 'boolean', help: 'print one JSON object at the end' },
+      ...HELP,
+    },
+    run: runGenerate,
+  },
+  chat: {
+    summary: 'interactive multi-turn chat in the terminal',
+    usage: 'doge-wasm chat --model <dir|url|repo-id> [--system TEXT] [options]',
+    details: 'Type a message and press Enter. /reset starts over, /exit (or end of input) quits.',
+    options: { ...ENGINE_OPTIONS, ...SAMPLING_OPTIONS, ...HELP },
+    run: runChat,
+  },
+  tokenize: {
+    summary: 'print the token ids of a text as JSON',
+    usage: 'doge-wasm tokenize --model <dir|url|repo-id> (--text TEXT | --text-file F) [--no-special]',
+    details: 'Needs only tokenizer.json (and tokenizer_config.json). Prints {"ids": [...]}.',
+    options: {
+      ...SOURCE_OPTIONS,
+      text: { type: 'string', arg: '<TEXT>', help: 'the text' },
+      'text-file': { type: 'string', arg: '<F>', help: 'read the text from a file' },
+      'no-special': { type: 'boolean', help: 'do not add special tokens (e.g. BOS)' },
+      ...HELP,
+    },
+    run: runTokenize,
+  },
   logits: {
     summary: 'run one prefill of token ids and print the logits as JSON',
     usage: 'doge-wasm logits --model <dir> --ids 5,17,42 [--threads N]',
-    details:
-      'Prints {"shape": [S, V], "logits": [...]} (all positions, row-major) for a causal LM, or\n' +
+    details: 'Prints {"shape": [S, V], "logits": [...]} (all positions, row-major) for a causal LM, or\n' +
       '{"shape": [num_labels], "logits": [...]} for a sequence-classification model.',
-    options: {
-      ...COMMON,
-      ids: { type: 'string', help: '<1,2,3>  comma-separated token ids' },
-      hash: { type: 'boolean', help: 'also print "weights_hash", a checksum of the loaded weights' },
-    },
+    options: { ...ENGINE_OPTIONS, ids: { type: 'string', arg: '<1,2,3>', help: 'comma-separated token ids' }, ...HELP },
     run: runLogits,
   },
 };
@@ -38,54 +83,163 @@ function fail(code, message) {
   throw new DogeError(code, message);
 }
 
-function intOption(value, name, min, max) {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) fail('BAD_ARGUMENT', `--${name} must be an integer from ${min} to ${max}, got '${value}'`);
+function intOption(values, name, min, max) {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^-?\d+$/.test(v) || n < min || n > max) fail('BAD_ARGUMENT', `--${name} must be an integer from ${min} to ${max}, got '${v}'`);
+  return n;
+}
+
+function numberOption(values, name) {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) fail('BAD_ARGUMENT', `--${name} must be a number, got '${v}'`);
   return n;
 }
 
 function parseIds(text) {
-  if (!text) fail('BAD_ARGUMENT', '--ids is required (e.g. --ids 5,17,42)');
   const ids = text.split(',').map((t) => t.trim());
-  if (ids.some((t) => !/^-?\d+$/.test(t))) fail('BAD_ARGUMENT', `--ids must be comma-separated integers, got '${text}'`);
+  if (ids.some((t) => !/^\d+$/.test(t))) fail('BAD_ARGUMENT', `--ids must be comma-separated non-negative integers, got '${text}'`);
   return ids.map(Number);
 }
 
-/** Loads the model named by the common options into a fresh engine. */
-async function loadFromOptions(values) {
-  if (!values.model) fail('BAD_ARGUMENT', '--model is required');
-  const threads = intOption(values.threads, 'threads', 1, 256) ?? 1;
+function modelSource(values) {
+  if (!values.model) fail('BAD_ARGUMENT', '--model is required (no embedded default model is bundled yet)');
+  return values.model;
+}
+
+/** A one-line progress bar on stderr, only when stderr is a terminal. */
+function progressBar() {
+  if (!process.stderr.isTTY) return undefined;
+  const t0 = Date.now();
+  return ({ file, loaded, total }) => {
+    const mb = (n) => (n / 1e6).toFixed(1);
+    const frac = total ? loaded / total : 0;
+    const bar = '#'.repeat(Math.round(frac * 30)).padEnd(30, '.');
+    const speed = mb(loaded / Math.max((Date.now() - t0) / 1000, 1e-3));
+    process.stderr.write(`\r${file} [${bar}] ${mb(loaded)}${total ? `/${mb(total)}` : ''} MB ${speed} MB/s `);
+    if (total && loaded >= total) process.stderr.write('\n');
+  };
+}
+
+async function load(values) {
   const build = values.build ?? 'auto';
   if (!['auto', 'threads', 'single'].includes(build)) fail('BAD_ARGUMENT', `--build must be auto, threads or single, got '${build}'`);
-  const source = await openSource(values.model, { hubHost: values['hub-host'], revision: values.revision });
-  const configText = await source.readText('config.json');
-  if (configText === null) fail('NOT_FOUND', `${source.label}: no config.json`);
-  const engine = await Engine.create({ threads, build });
+  return loadModel(modelSource(values), {
+    threads: intOption(values, 'threads', 1, 256),
+    build,
+    contextLength: intOption(values, 'context-length', 1, 1 << 24),
+    hubHost: values['hub-host'],
+    revision: values.revision,
+    onProgress: progressBar(),
+  });
+}
+
+function samplingOptions(values) {
+  const opts = {
+    maxNewTokens: intOption(values, 'max-new-tokens', 1, 1 << 24),
+    temperature: numberOption(values, 'temperature'),
+    topK: intOption(values, 'top-k', 0, 1 << 24),
+    topP: numberOption(values, 'top-p'),
+    minP: numberOption(values, 'min-p'),
+    repetitionPenalty: numberOption(values, 'repetition-penalty'),
+    seed: intOption(values, 'seed', 0, Number.MAX_SAFE_INTEGER),
+    stop: values.stop,
+  };
+  return Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
+}
+
+function statsLine(stats) {
+  const rate = stats.tokensPerSecond ? `${stats.tokensPerSecond.toFixed(1)} tok/s` : 'n/a';
+  return `[${stats.generatedTokens} tokens, ${rate}, prefill ${stats.promptTokens} tokens in ${stats.prefillMs.toFixed(0)} ms, ` +
+    `stop: ${stats.stopReason}, ${stats.build} build, ${stats.threads} thread${stats.threads > 1 ? 's' : ''}]`;
+}
+
+async function runGenerate(values) {
+  if ((values.prompt === undefined) === (values.ids === undefined)) fail('BAD_ARGUMENT', 'give exactly one of --prompt and --ids');
+  if (values.chat && values.ids !== undefined) fail('BAD_ARGUMENT', '--chat takes --prompt, not --ids');
+  const ids = values.ids !== undefined ? parseIds(values.ids) : undefined;
+  const opts = samplingOptions(values);
+  const model = await load(values);
   try {
-    const model = await streamWeights(engine, source, configText);
-    return { engine, model };
-  } catch (e) {
-    engine.dispose();
-    throw e;
+    let input = ids ?? values.prompt;
+    if (values.chat) input = [...(values.system ? [{ role: 'system', content: values.system }] : []), { role: 'user', content: values.prompt }];
+    const stream = model.generate(input, opts);
+    for await (const piece of stream) if (!values.json) process.stdout.write(piece.text);
+    const result = await stream.result;
+    if (values.json) process.stdout.write(JSON.stringify({ ids: result.ids, text: result.text, stats: result.stats }) + '\n');
+    else {
+      process.stdout.write('\n');
+      process.stderr.write(statsLine(result.stats) + '\n');
+    }
+  } finally {
+    await model.dispose();
   }
 }
 
-async function runLogits(values) {
-  const ids = parseIds(values.ids);
-  const { engine, model } = await loadFromOptions(values);
+async function runChat(values) {
+  const opts = samplingOptions(values);
+  const model = await load(values);
+  if (!model.info.hasChatTemplate) {
+    await model.dispose();
+    fail('NO_CHAT_TEMPLATE', `${values.model}: tokenizer_config.json has no chat_template`);
+  }
+  const system = values.system ? [{ role: 'system', content: values.system }] : [];
+  let messages = [...system];
+  const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY });
+  const ask = () => process.stdout.isTTY && process.stdout.write('> ');
+  process.stderr.write('Chat with the model. /reset starts over, /exit quits.\n');
+  ask();
   try {
-    const session = model.createSession(Math.max(ids.length, model.maxPositionEmbeddings));
-    const causal = model.task === 'causal-lm';
-    const logits = session.forward(ids, causal ? LOGITS.ALL : LOGITS.LAST);
-    const shape = causal ? [ids.length, model.vocabSize] : [model.numLabels];
-    const out = { shape, logits: Array.from(logits) };
-    if (values.hash) out.weights_hash = model.weightsHash();
-    process.stdout.write(JSON.stringify(out) + '\n');
-    session.free();
-    model.free();
+    for await (const line of rl) {
+      const text = line.trim();
+      if (text === '/exit') break;
+      if (text === '/reset') {
+        messages = [...system];
+        process.stderr.write('(new conversation)\n');
+      } else if (text) {
+        messages.push({ role: 'user', content: text });
+        const stream = model.chat(messages, opts);
+        for await (const piece of stream) process.stdout.write(piece.text);
+        const result = await stream.result;
+        messages.push({ role: 'assistant', content: result.text });
+        process.stdout.write('\n');
+        if (process.stderr.isTTY) process.stderr.write(statsLine(result.stats) + '\n');
+      }
+      ask();
+    }
   } finally {
-    engine.dispose();
+    rl.close();
+    await model.dispose();
+  }
+}
+
+async function runTokenize(values) {
+  if ((values.text === undefined) === (values['text-file'] === undefined)) fail('BAD_ARGUMENT', 'give exactly one of --text and --text-file');
+  let text = values.text;
+  if (text === undefined) {
+    try {
+      text = await readFile(values['text-file'], 'utf8');
+    } catch (e) {
+      fail('NOT_FOUND', `${values['text-file']}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+    }
+  }
+  const tokenizer = await loadModelTokenizer(modelSource(values), { hubHost: values['hub-host'], revision: values.revision });
+  process.stdout.write(JSON.stringify({ ids: tokenizer.encode(text, { addSpecialTokens: !values['no-special'] }) }) + '\n');
+}
+
+async function runLogits(values) {
+  if (!values.ids) fail('BAD_ARGUMENT', '--ids is required (e.g. --ids 5,17,42)');
+  const ids = parseIds(values.ids);
+  const model = await load({ ...values, 'context-length': values['context-length'] ?? String(Math.max(ids.length, 1)) });
+  try {
+    const logits = await model.logits(ids);
+    const shape = model.info.task === 'causal-lm' ? [ids.length, model.info.vocabSize] : [model.info.numLabels];
+    process.stdout.write(JSON.stringify({ shape, logits: Array.from(logits) }) + '\n');
+  } finally {
+    await model.dispose();
   }
 }
 
@@ -95,7 +249,7 @@ function help(name) {
     return `usage: doge-wasm <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'doge-wasm <command> --help' for a command's options.\n`;
   }
   const c = COMMANDS[name];
-  const opts = Object.entries(c.options).map(([k, o]) => `  --${k} ${o.help}`);
+  const opts = Object.entries(c.options).map(([k, o]) => `  --${k}${o.arg ? ` ${o.arg}` : ''}\n      ${o.help}`);
   return `usage: ${c.usage}\n\n${c.summary}.\n${c.details ? `\n${c.details}\n` : ''}\noptions:\n${opts.join('\n')}\n`;
 }
 
@@ -103,27 +257,28 @@ async function main(argv) {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(help(rest[0] in COMMANDS ? rest[0] : undefined));
-    return 0;
+    return;
   }
   const command = COMMANDS[name];
   if (!command) fail('BAD_ARGUMENT', `unknown command '${name}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
   let values;
   try {
-    const options = Object.fromEntries(Object.entries(command.options).map(([k, { type, short }]) => [k, short ? { type, short } : { type }]));
-    ({ values } = parseArgs({ args: rest, options, allowPositionals: false }));
+    // parseArgs takes only its own keys (type, short, multiple), and no undefined ones
+    const spec = ([k, o]) => [k, Object.fromEntries(['type', 'short', 'multiple'].filter((f) => o[f] !== undefined).map((f) => [f, o[f]]))];
+    const options = Object.fromEntries(Object.entries(command.options).map(spec));
+    ({ values } = parseArgs({ args: rest, options, allowPositionals: false, strict: true }));
   } catch (e) {
     fail('BAD_ARGUMENT', e.message);
   }
   if (values.help) {
     process.stdout.write(help(name));
-    return 0;
+    return;
   }
   await command.run(values);
-  return 0;
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  () => {},
   (e) => {
     const line = e instanceof DogeError ? `${e.code}: ${e.message}` : `INTERNAL: ${e?.stack ?? e}`;
     process.stderr.write(`doge-wasm: ${line.split('\n')[0]}\n`);

@@ -38,11 +38,11 @@ function promptIds(input) {
     return requireTokenizer().encode(requireTokenizer().applyChatTemplate(input), { addSpecialTokens: false });
   }
   const ids = Array.from(input ?? []);
-  for (const id of ids) {
+  ids.forEach((id, i) => {
     if (!Number.isInteger(id) || id < 0 || id >= s.model.vocabSize) {
-      throw new DogeError('BAD_INPUT', `token id ${id} is outside the vocabulary [0, ${s.model.vocabSize})`);
+      throw new DogeError('BAD_INPUT', `token id ${id} at index ${i} is outside the vocabulary [0, ${s.model.vocabSize})`);
     }
-  }
+  });
   return ids;
 }
 

@@ -123,7 +123,7 @@ for (const build of ['single', 'threads']) {
       await fails(collect(model.generate('x', { temperature: -1 })), 'BAD_ARGUMENT', /temperature must be >= 0/);
       await fails(collect(model.generate('x', { topP: 0 })), 'BAD_ARGUMENT', /topP must be in \(0, 1\]/);
       await fails(collect(model.generate('x', { maxNewTokens: 0 })), 'BAD_ARGUMENT', /maxNewTokens/);
-      await fails(collect(model.generate([5, 999])), 'BAD_INPUT', /token id 999 is outside the vocabulary \[0, 320\)/);
+      await fails(collect(model.generate([5, 999])), 'BAD_INPUT', /token id 999 at index 1 is outside the vocabulary \[0, 320\)/);
       await fails(collect(model.generate([])), 'BAD_INPUT', /the prompt is empty/);
       await fails(collect(model.generate(new Array(200).fill(7))), 'CONTEXT_OVERFLOW', /the prompt has 200 tokens; the context holds 128/);
       await fails(model.logits([400]), 'BAD_INPUT', /outside the vocabulary/);

@@ -1,0 +1,137 @@
+// Types of the doge-wasm public API (js/index.js).
+
+/** Every failure the user can cause. `code` is stable: BAD_CONFIG, BAD_SAFETENSORS, BAD_TENSOR,
+ * UNSUPPORTED_MODEL, OUT_OF_MEMORY, BAD_INPUT, BAD_ARGUMENT, BAD_TOKENIZER, BAD_TEMPLATE, NO_TOKENIZER,
+ * NO_CHAT_TEMPLATE, CONTEXT_OVERFLOW, NOT_FOUND, NETWORK, IO_ERROR, ABORTED, UNSUPPORTED_RUNTIME,
+ * WORKER_CRASHED, DISPOSED. */
+export class DogeError extends Error {
+  constructor(code: string, message: string, details?: { file?: string; cause?: unknown });
+  readonly code: string;
+  /** The file the error is about, when there is one. */
+  readonly file?: string;
+}
+
+export interface Progress {
+  file: string;
+  loaded: number;
+  /** null when the server sends no Content-Length */
+  total: number | null;
+}
+
+export interface LoadOptions {
+  /** Engine threads (default 1). More than 1 needs SharedArrayBuffer. */
+  threads?: number;
+  /** 'auto' (default) runs the pthreads build where SharedArrayBuffer works, else the single-thread build. */
+  build?: 'auto' | 'threads' | 'single';
+  /** KV cache size in tokens (default max_position_embeddings). */
+  contextLength?: number;
+  /** Host that repo ids resolve against (default https://huggingface.co). */
+  hubHost?: string;
+  /** Hub revision (default 'main'). */
+  revision?: string;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+}
+
+export interface GenerateOptions {
+  /** default: generation_config.max_new_tokens, else 256 */
+  maxNewTokens?: number;
+  /** 0 = greedy; default generation_config.temperature when do_sample, else 0 */
+  temperature?: number;
+  /** default generation_config.top_k, else 50 (0 = off) */
+  topK?: number;
+  /** (0, 1], default 1 */
+  topP?: number;
+  /** [0, 1], default 0 */
+  minP?: number;
+  /** > 0, default 1 */
+  repetitionPenalty?: number;
+  /** non-negative integer; the same seed gives the same text. Default: random (reported in stats). */
+  seed?: number;
+  /** Stop when any of these strings appears; the text is cut before it. */
+  stop?: string | string[];
+  /** End-of-sequence ids (default generation_config / config eos_token_id); [] never stops on eos. */
+  eosTokenId?: number | number[];
+  /** Ends the stream at once; result.stats.stopReason is then 'abort'. */
+  signal?: AbortSignal;
+}
+
+export interface Piece {
+  text: string;
+  /** null for text held back for a possible stop string and released at the end */
+  tokenId: number | null;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  tokensPerSecond: number | null;
+  stopReason: 'eos' | 'stop' | 'length' | 'context' | 'abort';
+  seed: number;
+  build: 'threads' | 'single';
+  threads: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  ids: number[];
+  stats: GenerationStats;
+}
+
+export class GenerationStream implements AsyncIterable<Piece> {
+  [Symbol.asyncIterator](): AsyncIterator<Piece>;
+  readonly result: Promise<GenerationResult>;
+}
+
+export interface Message {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
+}
+
+export interface ModelInfo {
+  task: 'causal-lm' | 'sequence-classification';
+  vocabSize: number;
+  numLabels: number;
+  maxPositionEmbeddings: number;
+  contextLength: number;
+  tiedHead: boolean;
+  build: 'threads' | 'single';
+  threads: number;
+  /** why that build was chosen */
+  threadsReason: string;
+  hasTokenizer: boolean;
+  hasChatTemplate: boolean;
+  bosTokenId: number | null;
+  eosTokenId: number | number[] | null;
+  generationConfig: Record<string, unknown>;
+}
+
+export class DogeModel {
+  readonly info: ModelInfo;
+  generate(input: string | number[] | Message[], options?: GenerateOptions): GenerationStream;
+  chat(messages: Message[], options?: GenerateOptions): GenerationStream;
+  tokenize(text: string, options?: { addSpecialTokens?: boolean }): Promise<number[]>;
+  detokenize(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): Promise<string>;
+  applyChatTemplate(messages: Message[], options?: { addGenerationPrompt?: boolean }): Promise<string>;
+  /** [S, V] row-major for a causal LM, [numLabels] for a sequence classifier */
+  logits(ids: ArrayLike<number>): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+export type ModelSourceInput = string | Iterable<File | Blob>;
+
+export function loadModel(source: ModelSourceInput, options?: LoadOptions): Promise<DogeModel>;
+
+export interface Tokenizer {
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: number[], options?: { skipSpecialTokens?: boolean; cleanUpSpaces?: boolean }): string;
+  applyChatTemplate(messages: Message[], options?: { addGenerationPrompt?: boolean }): string;
+}
+
+export function loadModelTokenizer(source: ModelSourceInput, options?: { hubHost?: string; revision?: string }): Promise<Tokenizer>;
+
+/** Whether this runtime can run the pthreads build (SharedArrayBuffer usable). */
+export function threadsSupported(): boolean;

@@ -1,0 +1,108 @@
+// The doge-wasm command line end to end, and the npm package installed from its tarball.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { runCli, run, ROOT } from './helpers.js';
+import { writeTinyModel, CHAT_TEMPLATE } from './fixtures.js';
+import { Tokenizer as RustTokenizer } from 'tokenizers';
+
+const dir = mkdtempSync(`${tmpdir()}/doge-cli-`);
+writeTinyModel(dir);
+
+test('generate streams text; --json prints ids, text and stats', () => {
+  const plain = runCli(['generate', '--model', dir, '--prompt', 'Hello the', '--max-new-tokens', '8', '--temperature', '0']);
+  assert.equal(plain.code, 0, plain.stderr);
+  const json = runCli(['generate', '--model', dir, '--prompt', 'Hello the', '--max-new-tokens', '8', '--temperature', '0', '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const out = JSON.parse(json.stdout);
+  assert.deepEqual(Object.keys(out), ['ids', 'text', 'stats']);
+  assert.equal(out.ids.length, 8);
+  assert.equal(plain.stdout, `${out.text}\n`);
+  assert.match(plain.stderr, /\[8 tokens, [\d.]+ tok\/s, .*stop: length/);
+  assert.equal(out.stats.stopReason, 'length');
+});
+
+const rustIds = async (text, addSpecialTokens) => (await RustTokenizer.fromFile(`${dir}/tokenizer.json`).encode(text, null, { addSpecialTokens })).getIds();
+
+test('generate --ids, --chat with --system, sampling options and --seed', async () => {
+  const a = JSON.parse(runCli(['generate', '--model', dir, '--ids', '0,100,101', '--max-new-tokens', '6', '--temperature', '0.9', '--top-k', '20', '--top-p', '0.9', '--min-p', '0.01', '--repetition-penalty', '1.1', '--seed', '7', '--json']).stdout);
+  const b = JSON.parse(runCli(['generate', '--model', dir, '--ids', '0,100,101', '--max-new-tokens', '6', '--temperature', '0.9', '--top-k', '20', '--top-p', '0.9', '--min-p', '0.01', '--repetition-penalty', '1.1', '--seed', '7', '--json']).stdout);
+  assert.deepEqual(a.ids, b.ids);
+  assert.equal(a.stats.seed, 7);
+  const chat = JSON.parse(runCli(['generate', '--model', dir, '--chat', '--system', 'Be brief.', '--prompt', 'Hi', '--max-new-tokens', '3', '--json', '--threads', '2']).stdout);
+  const rendered = '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\nBe brief.<|end_of_text|>\n\n' +
+    '<|start_header_id|>user<|end_header_id|>\nHi<|end_of_text|>\n\n<|start_header_id|>assistant<|end_header_id|>\n';
+  assert.ok(CHAT_TEMPLATE.includes('add_generation_prompt'));
+  assert.equal(chat.stats.promptTokens, (await rustIds(rendered, false)).length);
+  assert.equal(chat.stats.threads, 2);
+});
+
+test('chat reads turns from stdin and keeps the conversation', () => {
+  const r = run(process.execPath, [`${ROOT}js/cli.js`, 'chat', '--model', dir, '--max-new-tokens', '4', '--temperature', '0'], { input: 'hello\nhow are you\n/reset\nagain\n' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.split('\n').length - 1, 3, 'one reply line per message');
+  assert.match(r.stderr, /\(new conversation\)/);
+});
+
+test('tokenize needs only the tokenizer files', async () => {
+  const only = mkdtempSync(`${tmpdir()}/doge-tok-only-`);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(`${dir}/${f}`, `${only}/${f}`);
+  const r = runCli(['tokenize', '--model', only, '--text', 'the weather']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { ids: await rustIds('the weather', true) });
+  assert.equal(JSON.parse(r.stdout).ids[0], 0, 'bos first');
+  writeFileSync(`${only}/in.txt`, 'the weather');
+  assert.deepEqual(JSON.parse(runCli(['tokenize', '--model', only, '--text-file', `${only}/in.txt`, '--no-special']).stdout), { ids: await rustIds('the weather', false) });
+});
+
+test('every command has --help', () => {
+  for (const c of ['generate', 'chat', 'tokenize', 'logits']) {
+    const r = runCli([c, '--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, new RegExp(`^usage: doge-wasm ${c} `));
+  }
+  assert.match(runCli(['--help']).stdout, /commands:\n {2}generate/);
+});
+
+test('usage errors exit 2 with one line on stderr', () => {
+  const cases = [
+    [['generate', '--model', dir], /BAD_ARGUMENT: give exactly one of --prompt and --ids/],
+    [['generate', '--model', dir, '--prompt', 'x', '--temperature=-1'], /BAD_ARGUMENT: invalid generation option: temperature must be >= 0/],
+    [['generate', '--model', dir, '--prompt', 'x', '--top-p', 'abc'], /BAD_ARGUMENT: --top-p must be a number/],
+    [['generate', '--prompt', 'x'], /BAD_ARGUMENT: --model is required/],
+    [['generate', '--model', dir, '--prompt', 'x', '--bogus'], /BAD_ARGUMENT: Unknown option '--bogus'/],
+    [['frobnicate'], /BAD_ARGUMENT: unknown command 'frobnicate'/],
+    [['tokenize', '--model', dir, '--text-file', '/nonexistent'], /NOT_FOUND: \/nonexistent: no such file/],
+  ];
+  for (const [args, re] of cases) {
+    const r = runCli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, re);
+  }
+});
+
+test('npm pack gives a package that installs into an empty folder with a working library and CLI', () => {
+  const work = mkdtempSync(`${tmpdir()}/doge-pack-`);
+  const pack = run('npm', ['pack', '--pack-destination', work], { cwd: ROOT });
+  assert.equal(pack.code, 0, pack.stderr);
+  const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'));
+  const app = `${work}/app`;
+  mkdirSync(app);
+  writeFileSync(`${app}/package.json`, JSON.stringify({ name: 'app', version: '1.0.0', type: 'module', private: true }));
+  const inst = run('npm', ['install', '--no-audit', '--no-fund', `${work}/${tgz}`], { cwd: app });
+  assert.equal(inst.code, 0, inst.stderr);
+  const cli = run(`${app}/node_modules/.bin/doge-wasm`, ['generate', '--model', dir, '--ids', '0,5', '--max-new-tokens', '3', '--temperature', '0', '--json'], { cwd: app });
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.equal(JSON.parse(cli.stdout).ids.length, 3);
+  writeFileSync(`${app}/use.mjs`, `import { loadModel } from 'doge-wasm';
+const m = await loadModel(${JSON.stringify(dir)});
+const s = m.generate('Hello', { maxNewTokens: 4, temperature: 0 });
+let n = 0; for await (const p of s) n++;
+console.log(n, m.info.build);
+await m.dispose();`);
+  const lib = run(process.execPath, ['use.mjs'], { cwd: app });
+  assert.equal(lib.code, 0, lib.stderr);
+  assert.equal(lib.stdout.trim(), '4 threads');
+});
