@@ -28,7 +28,7 @@ export async function loadModel(source, options = {}) {
   const { onProgress, signal, ...rest } = options;
   const rpc = new RpcClient(await spawnWorker());
   try {
-    const info = await rpc.request('load', { source, options: rest }, {
+    const info = await rpc.request('load', { source: cloneableSource(source), options: rest }, {
       signal,
       onEvent: (event, data) => event === 'progress' && onProgress?.(data),
     });
@@ -37,6 +37,12 @@ export async function loadModel(source, options = {}) {
     rpc.terminate();
     throw e;
   }
+}
+
+/** Files lose their name when Node clones them to a worker, so they travel as {name, blob}. */
+function cloneableSource(source) {
+  if (typeof source === 'string' || !source || typeof source[Symbol.iterator] !== 'function') return source;
+  return [...source].map((f) => ({ name: f.name, blob: f.blob ?? f }));
 }
 
 /**

@@ -96,8 +96,13 @@ function urlSource(prefix, fetchImpl = globalThis.fetch) {
   };
 }
 
+/** @param {Array<File|{name: string, blob: Blob}>} files */
 function blobSource(files) {
-  const byName = new Map(files.map((f) => [f.name.split('/').pop(), f]));
+  const byName = new Map();
+  for (const f of files) {
+    if (typeof f?.name !== 'string') throw new DogeError('BAD_ARGUMENT', 'each model file must be a File (or {name, blob})');
+    byName.set(f.name.split('/').pop(), f.blob ?? f);
+  }
   return {
     label: 'selected files',
     async readText(file) {

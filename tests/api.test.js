@@ -137,6 +137,17 @@ for (const build of ['single', 'threads']) {
   });
 }
 
+test('a list of Files loads like a directory (the browser file picker path)', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const files = readdirSync(dir).map((f) => new File([readFileSync(`${dir}/${f}`)], f));
+  const model = await loadModel(files, { build: 'single' });
+  const local = await loadModel(dir, { build: 'single' });
+  assert.deepEqual(await model.logits([0, 1, 2]), await local.logits([0, 1, 2]));
+  assert.ok(model.info.hasChatTemplate);
+  await model.dispose();
+  await local.dispose();
+});
+
 describe('loading over HTTP in the hub layout', () => {
   let hub;
   before(async () => {
