@@ -34,9 +34,9 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 # a caller that blocks; the thread pool then runs with the threads it has.
 WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
-.PHONY: all native wasm deps deps-apt deps-npm test test-c test-js cases clean
+.PHONY: all native wasm web serve deps deps-apt deps-npm test test-c test-js cases clean
 
-all: deps native wasm
+all: deps native wasm web
 
 native: build/native/doge-native
 wasm: dist/doge-st.js dist/doge-mt.js dist/package.json
@@ -53,13 +53,24 @@ dist/doge-mt.js: $(CORE_SRC) $(CORE_HDR) | deps-apt
 	@mkdir -p $(@D)
 	$(EMCC) $(WASM_FLAGS) $(WASM_MT_FLAGS) $(CORE_SRC) -o $@
 
+# ---- web demo and PWA -------------------------------------------------------------------------------
+EMBEDDED_MODEL := models/doge-mini
+WEB_INPUTS := $(wildcard web/* web/icons/* js/*.js) $(wildcard $(EMBEDDED_MODEL)/*)
+web: build/web/sw.js
+build/web/sw.js: $(WEB_INPUTS) dist/doge-st.js dist/doge-mt.js dist/package.json | deps-npm
+	node web/build.mjs
+
+# Serves the demo on http://127.0.0.1:8080/ with COOP/COEP (cross-origin isolated: the pthreads build).
+serve: all
+	node web/serve.mjs
+
 # The Emscripten glue is CommonJS inside this ESM package.
 dist/package.json:
 	@mkdir -p $(@D)
 	echo '{"type": "commonjs"}' > $@
 
 # ---- dependencies (idempotent) ------------------------------------------------------------------------
-APT_PACKAGES := emscripten python3-numpy
+APT_PACKAGES := emscripten python3-numpy chromium
 deps: deps-apt deps-npm
 deps-apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \

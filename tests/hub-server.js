@@ -15,11 +15,12 @@ export async function startHub(root, { chunkDelayMs = 0 } = {}) {
       if (path) size = statSync(path).size;
     } catch {}
     if (size < 0) {
-      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.writeHead(404, { 'content-type': 'text/plain', 'access-control-allow-origin': '*' });
       res.end('Entry not found');
       return;
     }
-    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream' });
+    // like the real hub: readable cross-origin (the demo page fetches it with CORS)
+    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream', 'access-control-allow-origin': '*' });
     if (!chunkDelayMs) {
       createReadStream(path).pipe(res);
       return;

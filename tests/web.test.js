@@ -1,0 +1,185 @@
+// The web demo in real Chromium (Debian's, driven by playwright-core): streaming chat with the embedded
+// model, Stop, New chat, settings, offline reload through the service worker, the single-thread fallback
+// without COOP/COEP, and loading by repo id from a local server in the hub layout.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { chromium } from 'playwright-core';
+import { serve } from '../web/serve.mjs';
+import { startHub } from './hub-server.js';
+import { writeTinyModel } from './fixtures.js';
+import { ROOT } from './helpers.js';
+
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const hubRoot = mkdtempSync(`${tmpdir()}/doge-webhub-`);
+writeTinyModel(`${hubRoot}/test-org/tiny-doge`);
+writeTinyModel(`${hubRoot}/test-org/corrupt`);
+const st = `${hubRoot}/test-org/corrupt/model.safetensors`;
+writeFileSync(st, readFileSync(st).subarray(0, 5000)); // truncated
+
+let browser;
+let site;
+let hub;
+before(async () => {
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  site = await serve({ root: `${ROOT}build/web`, port: 0 });
+  hub = await startHub(hubRoot);
+});
+after(async () => {
+  await browser?.close();
+  await site?.close();
+  await hub?.close();
+});
+
+async function openPage(url, context) {
+  const ctx = context ?? (await browser.newContext());
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('pageerror:', e.message));
+  await page.goto(url);
+  return page;
+}
+
+const loaded = (page) => page.waitForFunction(() => /build/.test(document.getElementById('engine-status').textContent), null, { timeout: 60000 });
+const finished = (page) => page.waitForFunction(() => /stopped: \w+/.test(document.getElementById('gen-stats').textContent) && !document.getElementById('send').disabled, null, { timeout: 60000 });
+async function setting(page, id, value) {
+  await page.fill(`#${id}`, String(value));
+  await page.dispatchEvent(`#${id}`, 'change');
+}
+async function ask(page, text) {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+  await finished(page);
+  const messages = await page.$$eval('.message .text', (els) => els.map((e) => e.textContent));
+  return { reply: messages.at(-1), stats: await page.textContent('#gen-stats'), messages };
+}
+
+test('the embedded model streams its reply into the page token by token', async () => {
+  const page = await openPage(`${site.url}?nosw`);
+  await loaded(page);
+  assert.match(await page.textContent('#engine-status'), /pthreads build, \d+ threads?/);
+  await setting(page, 'temperature', 0);
+  await setting(page, 'max-new-tokens', 24);
+  // count text updates of the reply while it streams
+  await page.evaluate(() => {
+    window.updates = 0;
+    new MutationObserver(() => window.updates++).observe(document.getElementById('messages'), { subtree: true, characterData: true, childList: true });
+  });
+  const { reply, stats } = await ask(page, 'The whale');
+  assert.ok(reply.length > 0, 'a reply');
+  assert.match(stats, /\d+ tokens, [\d.]+ tok\/s/);
+  assert.ok((await page.evaluate(() => window.updates)) >= 5, 'the reply arrived in several updates');
+  await page.context().close();
+});
+
+test('temperature 0 gives the same reply twice; New chat clears; settings take effect', async () => {
+  const page = await openPage(`${site.url}?nosw`);
+  await loaded(page);
+  await setting(page, 'temperature', 0);
+  await setting(page, 'max-new-tokens', 8);
+  await page.selectOption('#mode', 'complete');
+  const a = await ask(page, 'In the beginning');
+  await page.click('#new-chat');
+  assert.equal(await page.$$eval('.message', (els) => els.length), 0, 'New chat clears');
+  const b = await ask(page, 'In the beginning');
+  assert.equal(a.reply, b.reply);
+  assert.ok(a.reply.startsWith('In the beginning'), 'complete mode continues the text');
+  assert.match(a.stats, /^8 tokens/);
+  await setting(page, 'max-new-tokens', 3);
+  await page.click('#new-chat');
+  assert.match((await ask(page, 'In the beginning')).stats, /^3 tokens/);
+  await page.context().close();
+});
+
+test('Stop aborts the generation at once', async () => {
+  const page = await openPage(`${site.url}?nosw`);
+  await loaded(page);
+  await setting(page, 'temperature', 1);
+  await setting(page, 'max-new-tokens', 2000);
+  await page.fill('#input', 'Tell me a long story');
+  await page.press('#input', 'Enter');
+  await page.waitForFunction(() => /^[1-9]\d* tokens/.test(document.getElementById('gen-stats').textContent));
+  await page.click('#stop');
+  await finished(page);
+  assert.match(await page.textContent('#gen-stats'), /stopped: abort/);
+  // still usable
+  await setting(page, 'max-new-tokens', 4);
+  assert.match((await ask(page, 'Again')).stats, /^4 tokens/);
+  await page.context().close();
+});
+
+test('served without COOP/COEP, the single-thread build runs and says so', async () => {
+  const plain = await serve({ root: `${ROOT}build/web`, port: 0, isolation: false });
+  const page = await openPage(`${plain.url}?nosw`);
+  await loaded(page);
+  assert.match(await page.textContent('#engine-status'), /single-thread build \(SharedArrayBuffer is not available \(the page is not cross-origin isolated\)\)/);
+  await setting(page, 'max-new-tokens', 4);
+  assert.match((await ask(page, 'Hi')).stats, /^4 tokens/);
+  await page.context().close();
+  await plain.close();
+});
+
+test('a repo id loads from a hub-layout server with progress; a corrupt model shows an error and the page keeps working', async () => {
+  const page = await openPage(`${site.url}?nosw&noautoload&hub=${encodeURIComponent(hub.url)}`);
+  await page.selectOption('#model-select', 'custom');
+  await page.fill('#custom-model', 'test-org/tiny-doge');
+  await page.click('#load-button');
+  await loaded(page);
+  assert.match(await page.textContent('#progress'), /model\.safetensors: 0\.4 of 0\.4 MB \(100%\), [\d.]+ MB\/s/);
+  assert.match(await page.textContent('#model-info'), /vocabulary 320/);
+  await page.fill('#custom-model', 'test-org/corrupt');
+  await page.click('#load-button');
+  await page.waitForFunction(() => !document.getElementById('error').hidden);
+  assert.match(await page.textContent('#error'), /^BAD_SAFETENSORS: model\.safetensors: the file is truncated/);
+  await page.selectOption('#model-select', 'embedded');
+  await page.click('#load-button');
+  await loaded(page);
+  await setting(page, 'max-new-tokens', 3);
+  assert.match((await ask(page, 'Hello')).stats, /^3 tokens/);
+  await page.context().close();
+});
+
+test('offline: after one visit the page loads and generates with the server gone', async () => {
+  const server = await serve({ root: `${ROOT}build/web`, port: 0 });
+  const context = await browser.newContext();
+  const page = await openPage(server.url, context);
+  await loaded(page);
+  await page.waitForFunction(async () => {
+    const reg = await navigator.serviceWorker.ready;
+    return !!reg.active && (await caches.keys()).some((k) => k.startsWith('doge-app-'));
+  }, null, { timeout: 60000 });
+  await server.close();
+  await context.setOffline(true);
+  await page.reload();
+  await loaded(page);
+  await setting(page, 'max-new-tokens', 5);
+  assert.match((await ask(page, 'Offline?')).stats, /^5 tokens/);
+  assert.match(await page.textContent('#offline-status'), /offline/);
+  await context.close();
+});
+
+test('a hub model is stored in Cache Storage and listed with its size', async () => {
+  const context = await browser.newContext();
+  const page = await openPage(`${site.url}?noautoload&hub=${encodeURIComponent(hub.url)}`, context);
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await page.reload(); // now controlled by the service worker
+  await page.selectOption('#model-select', 'custom');
+  await page.fill('#custom-model', 'test-org/tiny-doge');
+  await page.click('#load-button');
+  await loaded(page);
+  const before = hub.requests.length;
+  await page.click('#cache-refresh');
+  await page.waitForFunction(() => /tiny-doge \(0\.\d MB\)/.test(document.getElementById('cache-list').textContent));
+  await page.click('#load-button'); // second load: from the cache
+  await loaded(page);
+  assert.deepEqual(hub.requests.slice(before), [], 'no request reached the hub');
+  await context.setOffline(true); // and it loads with no network at all
+  await page.click('#load-button');
+  await loaded(page);
+  await setting(page, 'max-new-tokens', 2);
+  assert.match((await ask(page, 'Hi')).stats, /^2 tokens/);
+  await context.setOffline(false);
+  await page.click('#cache-list button');
+  await page.waitForFunction(() => !/tiny-doge/.test(document.getElementById('cache-list').textContent));
+  await context.close();
+});
