@@ -18,6 +18,8 @@ const ENGINE_OPTIONS = {
   threads: { type: 'string', arg: '<N>', help: 'threads of the engine (default 1)' },
   build: { type: 'string', arg: '<auto|threads|single>', help: 'wasm build: auto picks the pthreads build where SharedArrayBuffer works' },
   'context-length': { type: 'string', arg: '<N>', help: 'KV cache size in tokens (default max_position_embeddings)' },
+  'moe-routing': { type: 'string', arg: '<hf|legacy_2025_03>', help: 'CDMoE routing of MoE models (default hf)' },
+  verbose: { type: 'boolean', help: 'print the checkpoint layout, MoE routing and engine build on stderr' },
 };
 const SAMPLING_OPTIONS = {
   'max-new-tokens': { type: 'string', arg: '<N>', help: 'most tokens to generate (default generation_config, else 256)' },
@@ -127,14 +129,21 @@ function progressBar() {
 async function load(values) {
   const build = values.build ?? 'auto';
   if (!['auto', 'threads', 'single'].includes(build)) fail('BAD_ARGUMENT', `--build must be auto, threads or single, got '${build}'`);
-  return loadModel(modelSource(values), {
+  const model = await loadModel(modelSource(values), {
     threads: intOption(values, 'threads', 1, 256),
     build,
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
+    moeRouting: values['moe-routing'],
     hubHost: values['hub-host'],
     revision: values.revision,
     onProgress: progressBar(),
   });
+  if (values.verbose) {
+    const i = model.info;
+    process.stderr.write(`model: ${i.layout} layout${i.isMoe ? `, MoE routing ${i.moeRouting}` : ''}, ${i.task}, vocabulary ${i.vocabSize}; ` +
+      `engine: ${i.build} build, ${i.threads} thread${i.threads > 1 ? 's' : ''} (${i.threadsReason})\n`);
+  }
+  return model;
 }
 
 function samplingOptions(values) {

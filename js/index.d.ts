@@ -29,6 +29,9 @@ export interface LoadOptions {
   hubHost?: string;
   /** Hub revision (default 'main'). */
   revision?: string;
+  /** CDMoE routing of MoE models: 'hf' (default; transformers 4.57) or 'legacy_2025_03', the original code of
+   * 2025-03-13..04-14 that some original-layout MoE checkpoints were trained with (not validated on real weights). */
+  moeRouting?: 'hf' | 'legacy_2025_03';
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }
@@ -98,6 +101,10 @@ export interface ModelInfo {
   maxPositionEmbeddings: number;
   contextLength: number;
   tiedHead: boolean;
+  /** checkpoint layout: 'transformers' (HF 4.57), 'original' (remote-code era) or 'mid' (small-doge converter) */
+  layout: 'transformers' | 'original' | 'mid';
+  isMoe: boolean;
+  moeRouting: 'hf' | 'legacy_2025_03';
   build: 'threads' | 'single';
   threads: number;
   /** why that build was chosen */

@@ -170,6 +170,7 @@ export class WasmLoader {
 }
 
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
+export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by number
 
 /** A C sampler (doge.h DogeSamplingParams): repetition penalty, temperature, top-k, top-p, min-p. */
 export class WasmSampler {
@@ -240,6 +241,18 @@ export class WasmModel {
     this.numLabels = mod._doge_model_num_labels(handle);
     this.maxPositionEmbeddings = mod._doge_model_max_position_embeddings(handle);
     this.tiedHead = mod._doge_model_tied_head(handle) === 1;
+    /** 'transformers' (HF 4.57), 'original' (the remote-code layout most SmallDoge repos hold) or 'mid' */
+    this.layout = mod.UTF8ToString(mod._doge_model_layout(handle));
+    this.moeRouting = 'hf';
+  }
+
+  /** CDMoE routing: 'hf' or 'legacy_2025_03' (the original code of 2025-03-13..04-14). */
+  setMoeRouting(mode) {
+    const code = MOE_ROUTING.indexOf(mode);
+    if (code < 0) throw new DogeError('BAD_ARGUMENT', `moeRouting must be one of ${MOE_ROUTING.join(', ')}, got '${mode}'`);
+    const status = this.engine.mod._doge_model_set_moe_routing(this.handle, code, this.engine.errPtr);
+    if (status !== 0) this.engine.raise(status);
+    this.moeRouting = mode;
   }
 
   /** FNV-1a checksum of the loaded weights, as 16 hex digits. */

@@ -62,6 +62,7 @@ serveRpc({
         onProgress: (p) => ctx.emit('progress', p),
         signal: ctx.signal,
       });
+      if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
       const session = model.createSession(options.contextLength ?? 0);
       state = { engine, model, session, tokenizer, config, generationConfig };
     } catch (e) {
@@ -136,6 +137,9 @@ function info() {
     maxPositionEmbeddings: model.maxPositionEmbeddings,
     contextLength: session.nCtx,
     tiedHead: model.tiedHead,
+    layout: model.layout,
+    moeRouting: model.moeRouting,
+    isMoe: config.is_moe === true,
     build: engine.info.build,
     threads: engine.info.threads,
     threadsReason: engine.info.reason,

@@ -1,6 +1,7 @@
 /* doge-native: the native build's command line, used by the tests and as the native speed ceiling.
  *
  *   doge-native logits --model DIR --ids 5,17,42 [--threads N] [--chunk BYTES] [--decode-split P] [--hash]
+ *                      [--moe-routing hf|legacy_2025_03] [--verbose]
  *
  * Prints {"shape": [S, V], "logits": [...]} (or [num_labels] for a sequence classifier). With
  * --decode-split P the first P ids go in one call and the rest one token per call (KV-cache decoding).
@@ -16,7 +17,7 @@
 
 static int usage(void) {
     fprintf(stderr, "usage: doge-native logits --model DIR --ids 1,2,3 [--threads N] [--chunk BYTES] "
-                    "[--decode-split P] [--hash]\n");
+                    "[--decode-split P] [--hash] [--moe-routing hf|legacy_2025_03] [--verbose]\n");
     return 2;
 }
 
@@ -57,15 +58,17 @@ static void print_floats(const float *v, size_t n) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "logits") != 0) return usage();
-    const char *model_dir = NULL, *ids_text = NULL;
+    const char *model_dir = NULL, *ids_text = NULL, *routing = "hf";
     long threads = 1, chunk = 1 << 16, split = -1;
-    int want_hash = 0;
+    int want_hash = 0, verbose = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--hash") == 0) { want_hash = 1; continue; }
+        if (strcmp(a, "--verbose") == 0) { verbose = 1; continue; }
         if (!v) return usage();
         if (strcmp(a, "--model") == 0) model_dir = v;
         else if (strcmp(a, "--ids") == 0) ids_text = v;
+        else if (strcmp(a, "--moe-routing") == 0) routing = v;
         else if (strcmp(a, "--threads") == 0) { if (parse_long(v, 1, 256, &threads)) return usage(); }
         else if (strcmp(a, "--chunk") == 0) { if (parse_long(v, 1, 1L << 30, &chunk)) return usage(); }
         else if (strcmp(a, "--decode-split") == 0) { if (parse_long(v, 1, INT_MAX, &split)) return usage(); }
@@ -73,6 +76,9 @@ int main(int argc, char **argv) {
         i++;
     }
     if (!model_dir || !ids_text) return usage();
+    int routing_mode = strcmp(routing, "hf") == 0 ? DOGE_MOE_ROUTING_HF
+                       : strcmp(routing, "legacy_2025_03") == 0 ? DOGE_MOE_ROUTING_LEGACY_2025_03 : -1;
+    if (routing_mode < 0) return usage();
     int32_t *ids;
     int n;
     if (parse_ids(ids_text, &ids, &n)) {
@@ -85,6 +91,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "doge-native: %s: %s\n", doge_status_name(err.code), err.msg);
         return 2;
     }
+    doge_model_set_moe_routing(m, routing_mode, &err);
+    if (verbose) fprintf(stderr, "doge-native: %s layout, MoE routing %s\n", doge_model_layout(m), routing);
     const int ctx = n > doge_model_max_position_embeddings(m) ? n : 0;
     DogeSession *s = doge_session_new(m, ctx, (int)threads, &err);
     const int cls = doge_model_task(m) == DOGE_TASK_SEQ_CLS, V = doge_model_vocab_size(m);

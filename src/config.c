@@ -192,6 +192,20 @@ static int parse_root(DogeConfig *c, const JsonNode *root, DogeError *err) {
                        mt->type == JSON_STRING ? mt->str : "(not a string)");
         return -1;
     }
+    /* Configs of the Nov-Dec 2024 ("V0") Doge carry fields no later code knows (doge-legacy.md, section 1). */
+    static const char *const v0_fields[] = {"inner_values_retrieval_size", "num_inner_values", "cross_domain_intermediate_size"};
+    for (size_t i = 0; i < sizeof v0_fields / sizeof v0_fields[0]; i++)
+        if (json_get(root, v0_fields[i])) {
+            doge_set_error(err, DOGE_ERR_UNSUPPORTED, CFG ": '%s' is a field of the V0-era Doge (Nov-Dec 2024), which is not supported",
+                           v0_fields[i]);
+            return -1;
+        }
+    double mask_ratio;
+    if (get_num(root, "dynamic_mask_ratio", 0.0, 0.0, 1.0, &mask_ratio, err, "")) return -1;
+    if (mask_ratio > 0) {
+        doge_set_error(err, DOGE_ERR_UNSUPPORTED, CFG ": dynamic_mask_ratio %g is not supported (every release uses 0)", mask_ratio);
+        return -1;
+    }
     const JsonNode *act = json_get(root, "hidden_act");
     if (act && act->type != JSON_NULL && (act->type != JSON_STRING || strcmp(act->str, "silu") != 0)) {
         doge_set_error(err, DOGE_ERR_UNSUPPORTED, CFG ": hidden_act '%.64s' is not supported (only 'silu')",
@@ -209,6 +223,7 @@ static int parse_root(DogeConfig *c, const JsonNode *root, DogeError *err) {
         get_int(root, "sliding_window", 0, 0, MAX_DIM, &c->sliding_window, err) ||
         get_bool(root, "attention_bias", 0, &c->attention_bias, err) ||
         get_bool(root, "mlp_bias", 0, &c->mlp_bias, err) ||
+        get_bool(root, "hidden_bias", 0, &c->hidden_bias, err) ||
         get_bool(root, "tie_word_embeddings", 0, &c->tie_word_embeddings, err) ||
         get_bool(root, "is_moe", 0, &c->is_moe, err) ||
         get_int(root, "num_experts", 16384, 1, MAX_DIM, &c->num_experts, err) ||

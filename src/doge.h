@@ -68,6 +68,12 @@ int doge_model_vocab_size(const DogeModel *m);
 int doge_model_num_labels(const DogeModel *m);          /* sequence classification only, else 0 */
 int doge_model_max_position_embeddings(const DogeModel *m);
 int doge_model_tied_head(const DogeModel *m);           /* 1 when lm_head reuses the embedding */
+/* The checkpoint layout: "transformers" (HF 4.57), "original" (remote-code V1) or "mid" (small-doge converter). */
+const char *doge_model_layout(const DogeModel *m);
+/* CDMoE routing: DOGE_MOE_ROUTING_HF (transformers 4.57 and small-doge from 2025-04-15) or the early-2025
+ * original code's (2025-03-13..04-14), which some original MoE checkpoints were trained with. */
+typedef enum { DOGE_MOE_ROUTING_HF = 0, DOGE_MOE_ROUTING_LEGACY_2025_03 = 1 } DogeMoeRouting;
+int doge_model_set_moe_routing(DogeModel *m, int routing, DogeError *err);
 /* Checksum of all weights (FNV-1a over the float bits), to prove chunk-size invariance of loading. */
 uint64_t doge_model_weights_hash(const DogeModel *m);
 

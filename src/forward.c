@@ -21,7 +21,8 @@ struct DogeSession {
     int pos;              /* P: tokens in the cache */
     float *k_cache;       /* [L][KV][n_ctx][hd]  keys after k_norm and RoPE */
     float *v_cache;       /* [L][KV][n_ctx][hd]  raw values */
-    float *bias_cache;    /* [L][KV][n_ctx]      exp(A * softplus(dt_proj(v))) per key (a function of v alone) */
+    float *bias_cache;    /* [L][bias_rows][n_ctx] exp(A * softplus(dt_proj(v))) per key (a function of v alone);
+                             bias_rows = KV, or H for the original layout's per-query-head A */
     /* rotary state (HF keeps dynamic-RoPE state across calls; here it is per session) */
     float *inv_freq;      /* [hd/2] in use */
     float *inv_freq_orig; /* [hd/2] at init */
@@ -245,40 +246,42 @@ typedef struct {
     int P, S; /* tokens cached before this call, tokens in this call */
 } LayerJob;
 
-/* One work item = (query row i, kv head g): pick the keys the dynamic mask keeps, then attend with the
- * R query heads of the group (spec 5.3-5.4). Masked keys get exactly zero probability (exp underflows), so
- * they are skipped rather than added as finfo.min. */
+/* One work item = (query row i, bias row b): pick the keys the dynamic mask keeps, then attend with the
+ * query heads that share that bias row (spec 5.3-5.4): the R heads of kv head b, or (original layout, A per
+ * query head) the one head b. Masked keys get exactly zero probability (exp underflows), so they are
+ * skipped rather than added as finfo.min. */
 static void attention_task(void *ctx, int begin, int end, int thread) {
     const LayerJob *job = ctx;
     DogeSession *s = job->s;
-    const DogeConfig *c = &s->m->cfg;
-    const int KV = c->num_key_value_heads, hd = c->head_dim, R = c->num_attention_heads / KV;
+    const DogeModel *m = s->m;
+    const DogeConfig *c = &m->cfg;
+    const int H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim, R = H / KV;
+    const int NB = m->bias_rows, heads_per_row = NB == KV ? R : 1;
     const int W = c->keep_window_size;
     const float scale = (float)pow((double)hd, -0.5);
     float *scores = s->scratch + s->scratch_words * (size_t)thread; /* [n_ctx] */
     float *tmp = scores + s->n_ctx;                                   /* [n_ctx] */
     int *keys = (int *)(tmp + s->n_ctx);                              /* [n_ctx] */
-    const size_t lkv = (size_t)job->layer * KV;
     for (int item = begin; item < end; item++) {
-        const int i = item / KV, g = item % KV;
+        const int i = item / NB, b = item % NB;
+        const int h0 = b * heads_per_row, g = h0 / R;              /* first query head, its kv head */
         const int p = job->P + i;                                  /* absolute position of the query */
         const int lo = c->sliding_window && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
         const int allowed = p - lo + 1;                            /* causal (+ sliding window) keys lo..p */
-        const float *bias = s->bias_cache + (lkv + g) * s->n_ctx;  /* [T] */
-        const float *K = s->k_cache + (lkv + g) * s->n_ctx * hd;   /* [T][hd] */
-        const float *V = s->v_cache + (lkv + g) * s->n_ctx * hd;   /* [T][hd] */
+        const float *bias = s->bias_cache + ((size_t)job->layer * NB + b) * s->n_ctx;       /* [T] */
+        const float *K = s->k_cache + ((size_t)job->layer * KV + g) * s->n_ctx * hd;        /* [T][hd] */
+        const float *V = s->v_cache + ((size_t)job->layer * KV + g) * s->n_ctx * hd;        /* [T][hd] */
         int n;
-        if (allowed > W) { /* top-W by bias value among the allowed keys, per kv head */
+        if (m->topk_mask && allowed > W) { /* top-W by bias value among the allowed keys, per bias row */
             n = select_top(bias + lo, allowed, W, tmp, keys);
             for (int t = 0; t < n; t++) keys[t] += lo;
         } else {
             n = allowed;
             for (int t = 0; t < n; t++) keys[t] = lo + t;
         }
-        for (int r = 0; r < R; r++) {
-            const int h = g * R + r;
-            const float *q = s->q + ((size_t)i * c->num_attention_heads + h) * hd;
-            float *o = s->att + ((size_t)i * c->num_attention_heads + h) * hd;
+        for (int h = h0; h < h0 + heads_per_row; h++) {
+            const float *q = s->q + ((size_t)i * H + h) * hd;
+            float *o = s->att + ((size_t)i * H + h) * hd;
             for (int t = 0; t < n; t++) scores[t] = k_dot(q, K + (size_t)keys[t] * hd, hd) * scale + bias[keys[t]];
             k_softmax(scores, n);
             memset(o, 0, sizeof(float) * (size_t)hd);
@@ -322,8 +325,16 @@ static void moe_task(void *ctx, int begin, int end, int thread) {
         }
         qsort(sx, (size_t)K, sizeof *sx, cmp_scored_desc);
         qsort(sy, (size_t)K, sizeof *sy, cmp_scored_desc);
-        for (int a = 0; a < K; a++)
-            for (int b = 0; b < K; b++) grid[a * K + b] = (Scored){sx[a].v + sy[b].v, sx[a].i * K + sy[b].i};
+        if (s->m->moe_routing == DOGE_MOE_ROUTING_LEGACY_2025_03) {
+            /* The original code of 2025-03-13..04-14 unpacked [topk(Rx), topk(Ry)] as (scores_x, scores_y),
+             * (indices_x, indices_y): Rx's sorted values meet Rx's sorted indices, and the grid position itself
+             * is the expert id (doge-legacy.md 3.8). */
+            for (int a = 0; a < K; a++)
+                for (int b = 0; b < K; b++) grid[a * K + b] = (Scored){sx[a].v + (float)sx[b].i, a * K + b};
+        } else {
+            for (int a = 0; a < K; a++)
+                for (int b = 0; b < K; b++) grid[a * K + b] = (Scored){sx[a].v + sy[b].v, sx[a].i * K + sy[b].i};
+        }
         qsort(grid, (size_t)K * K, sizeof *grid, cmp_scored_desc);
         for (int e = 0; e < top_k; e++) w[e] = grid[e].v;
         k_softmax(w, top_k);
@@ -403,7 +414,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     const size_t L = c->num_hidden_layers, KV = c->num_key_value_heads, hd = c->head_dim, T = (size_t)n_ctx;
     s->k_cache = malloc(sizeof(float) * L * KV * T * hd);
     s->v_cache = malloc(sizeof(float) * L * KV * T * hd);
-    s->bias_cache = malloc(sizeof(float) * L * KV * T);
+    s->bias_cache = malloc(sizeof(float) * L * (size_t)m->bias_rows * T);
     s->inv_freq = malloc(sizeof(float) * hd / 2);
     s->inv_freq_orig = malloc(sizeof(float) * hd / 2);
     s->logits = malloc(sizeof(float) * (size_t)(c->task == DOGE_TASK_SEQ_CLS ? c->num_labels : c->vocab_size));
@@ -505,25 +516,25 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
             for (int h = 0; h < H; h++) { /* q_norm over head_dim, then RoPE */
                 float *q = s->q + (size_t)t * Hq + (size_t)h * hd;
-                k_rmsnorm(q, q, ly->q_norm, hd, c->rms_norm_eps);
+                if (ly->q_norm) k_rmsnorm(q, q, ly->q_norm, hd, c->rms_norm_eps);
                 k_rope(q, cs, sn, hd);
             }
             for (int g = 0; g < KV; g++) {
                 float *k = s->k + (size_t)t * Hkv + (size_t)g * hd;
-                k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
+                if (ly->k_norm) k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
                 k_rope(k, cs, sn, hd);
                 const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(P + t);
                 memcpy(s->k_cache + slot * hd, k, sizeof(float) * hd);
                 memcpy(s->v_cache + slot * hd, s->v + (size_t)t * Hkv + (size_t)g * hd, sizeof(float) * hd);
             }
-            /* dynamic mask bias of the new key: exp(A[g] * softplus(dt_proj(v_t)[g])), v_t flattened [KV*hd] */
-            for (int g = 0; g < KV; g++) {
-                float z = k_dot(ly->wdt + (size_t)g * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
-                if (ly->bdt) z = z + ly->bdt[g];
-                s->bias_cache[((size_t)l * KV + g) * s->n_ctx + (size_t)(P + t)] = expf(ly->A[g] * k_softplus(z));
+            /* dynamic mask bias of the new key: exp(A[b] * softplus(dt_proj(v_t)[b])), v_t flattened [KV*hd] */
+            for (int b = 0; b < m->bias_rows; b++) {
+                float z = k_dot(ly->wdt + (size_t)b * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
+                if (ly->bdt) z = z + ly->bdt[b];
+                s->bias_cache[((size_t)l * m->bias_rows + b) * s->n_ctx + (size_t)(P + t)] = expf(ly->A[b] * k_softplus(z));
             }
         }
-        pool_run(s->pool, attention_task, &job, S * KV);
+        pool_run(s->pool, attention_task, &job, S * m->bias_rows);
         matmul(s, s->proj, s->att, ly->wo, ly->bo, S, (int)Hq, D);
         for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
 
@@ -535,7 +546,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         for (size_t i = 0; i < (size_t)S * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
         matmul(s, s->proj, s->gate, ly->w_down, ly->b_down, S, I, D);
         if (c->is_moe) {
-            matmul(s, s->router, s->xn, ly->w_router, NULL, S, D, 2 * c->num_keys);
+            matmul(s, s->router, s->xn, ly->w_router, ly->b_router, S, D, 2 * c->num_keys);
             pool_run(s->pool, moe_task, &job, S);
         }
         for (int t = 0; t < S; t++)

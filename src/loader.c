@@ -70,59 +70,118 @@ static void add_slot(DogeLoader *ld, const char *name, int ndim, int64_t d0, int
 
 static size_t slot_floats(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
 
-/* Lists every tensor the config implies, with its shape and destination. */
+/* Tensor names that differ between the transformers layout and the original remote-code one. */
+typedef struct {
+    const char *embed, *norm, *in_norm, *in_res, *post_norm, *post_res, *mlp;
+} LayoutNames;
+static const LayoutNames HF_NAMES = {"model.embed_tokens.weight", "model.norm.weight", "input_layernorm.weight",
+                                     "input_residual", "post_attention_layernorm.weight", "post_attention_residual", "mlp"};
+static const LayoutNames OLD_NAMES = {"model.word_embed.weight", "model.final_layernorm.weight", "pre_layernorm.weight",
+                                      "pre_residual.weight", "post_layernorm.weight", "post_residual.weight", "feed_forward"};
+
+/* Lists every tensor the config and the layout imply, with its shape and destination. */
 static void plan_slots(DogeLoader *ld) {
     DogeModel *m = ld->model;
     const DogeConfig *c = &m->cfg;
+    const LayoutNames *nm = m->layout == LAYOUT_OLD ? &OLD_NAMES : &HF_NAMES;
+    const int attn_bias = m->layout == LAYOUT_OLD ? c->hidden_bias : c->attention_bias;
+    const int mlp_bias = m->layout == LAYOUT_OLD ? c->hidden_bias : c->mlp_bias;
     const int64_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, hd = c->head_dim;
     const int64_t Hq = (int64_t)c->num_attention_heads * hd, Hkv = (int64_t)c->num_key_value_heads * hd;
-    const int64_t KV = c->num_key_value_heads;
+    const int64_t NB = m->bias_rows;
     char n[MAX_NAME];
-    add_slot(ld, "model.embed_tokens.weight", 2, V, D, &m->embed, 1);
-    add_slot(ld, "model.norm.weight", 1, D, 0, &m->norm, 1);
+    ld->n_slots = 0;
+    add_slot(ld, nm->embed, 2, V, D, &m->embed, 1);
+    add_slot(ld, nm->norm, 1, D, 0, &m->norm, 1);
     if (c->task == DOGE_TASK_SEQ_CLS) add_slot(ld, "score.weight", 2, c->num_labels, D, &m->score, 1);
     else add_slot(ld, "lm_head.weight", 2, V, D, &m->lm_head_owned, 0);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         DogeLayer *y = &m->layers[l];
-#define SLOT(suffix, nd, a, b, ptr, req) \
-    (snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), add_slot(ld, n, nd, a, b, ptr, req))
-        SLOT("input_layernorm.weight", 1, D, 0, &y->input_layernorm, 1);
-        SLOT("input_residual", 1, D, 0, &y->input_residual, 1);
-        SLOT("self_attn.q_proj.weight", 2, Hq, D, &y->wq, 1);
-        SLOT("self_attn.k_proj.weight", 2, Hkv, D, &y->wk, 1);
-        SLOT("self_attn.v_proj.weight", 2, Hkv, D, &y->wv, 1);
-        SLOT("self_attn.A", 1, KV, 0, &y->A, 1);
-        SLOT("self_attn.dt_proj.weight", 2, KV, Hkv, &y->wdt, 1);
-        SLOT("self_attn.o_proj.weight", 2, D, Hq, &y->wo, 1);
-        SLOT("self_attn.q_norm.weight", 1, hd, 0, &y->q_norm, 1);
-        SLOT("self_attn.k_norm.weight", 1, hd, 0, &y->k_norm, 1);
-        if (c->attention_bias) {
-            SLOT("self_attn.q_proj.bias", 1, Hq, 0, &y->bq, 1);
-            SLOT("self_attn.k_proj.bias", 1, Hkv, 0, &y->bk, 1);
-            SLOT("self_attn.v_proj.bias", 1, Hkv, 0, &y->bv, 1);
-            SLOT("self_attn.dt_proj.bias", 1, KV, 0, &y->bdt, 1);
-            SLOT("self_attn.o_proj.bias", 1, D, 0, &y->bo, 1);
+#define SLOT(nd, a, b, ptr, req, ...) \
+    (snprintf(n, sizeof n, __VA_ARGS__), add_slot(ld, n, nd, a, b, ptr, req))
+#define ATTN(suffix, nd, a, b, ptr) SLOT(nd, a, b, ptr, 1, "model.layers.%d.self_attn.%s", l, suffix)
+#define MLP(suffix, nd, a, b, ptr, req) SLOT(nd, a, b, ptr, req, "model.layers.%d.%s.%s", l, nm->mlp, suffix)
+        SLOT(1, D, 0, &y->input_layernorm, 1, "model.layers.%d.%s", l, nm->in_norm);
+        SLOT(1, D, 0, &y->input_residual, 1, "model.layers.%d.%s", l, nm->in_res);
+        ATTN("q_proj.weight", 2, Hq, D, &y->wq);
+        ATTN("k_proj.weight", 2, Hkv, D, &y->wk);
+        ATTN("v_proj.weight", 2, Hkv, D, &y->wv);
+        ATTN("A", 1, NB, 0, &y->A);
+        ATTN("dt_proj.weight", 2, NB, Hkv, &y->wdt);
+        ATTN("o_proj.weight", 2, D, Hq, &y->wo);
+        if (m->qk_norm) {
+            ATTN("q_norm.weight", 1, hd, 0, &y->q_norm);
+            ATTN("k_norm.weight", 1, hd, 0, &y->k_norm);
         }
-        SLOT("post_attention_layernorm.weight", 1, D, 0, &y->post_attention_layernorm, 1);
-        SLOT("post_attention_residual", 1, D, 0, &y->post_attention_residual, 1);
-        SLOT("mlp.gate_proj.weight", 2, I, D, &y->w_gate, 1);
-        SLOT("mlp.up_proj.weight", 2, I, D, &y->w_up, 1);
-        SLOT("mlp.down_proj.weight", 2, D, I, &y->w_down, 1);
-        if (c->mlp_bias) {
-            SLOT("mlp.gate_proj.bias", 1, I, 0, &y->b_gate, 1);
-            SLOT("mlp.up_proj.bias", 1, I, 0, &y->b_up, 1);
-            SLOT("mlp.down_proj.bias", 1, D, 0, &y->b_down, 1);
+        if (attn_bias) {
+            ATTN("q_proj.bias", 1, Hq, 0, &y->bq);
+            ATTN("k_proj.bias", 1, Hkv, 0, &y->bk);
+            ATTN("v_proj.bias", 1, Hkv, 0, &y->bv);
+            ATTN("dt_proj.bias", 1, NB, 0, &y->bdt);
+            ATTN("o_proj.bias", 1, D, 0, &y->bo);
+        }
+        SLOT(1, D, 0, &y->post_attention_layernorm, 1, "model.layers.%d.%s", l, nm->post_norm);
+        SLOT(1, D, 0, &y->post_attention_residual, 1, "model.layers.%d.%s", l, nm->post_res);
+        MLP("gate_proj.weight", 2, I, D, &y->w_gate, 1);
+        MLP("up_proj.weight", 2, I, D, &y->w_up, 1);
+        MLP("down_proj.weight", 2, D, I, &y->w_down, 1);
+        if (mlp_bias) {
+            MLP("gate_proj.bias", 1, I, 0, &y->b_gate, 1);
+            MLP("up_proj.bias", 1, I, 0, &y->b_up, 1);
+            MLP("down_proj.bias", 1, D, 0, &y->b_down, 1);
         }
         if (c->is_moe) {
-            SLOT("mlp.router_gate.weight", 2, 2 * (int64_t)c->num_keys, D, &y->w_router, 1);
-            SLOT("mlp.down_embed.weight", 2, c->num_experts, D, &y->down_embed, 1);
-            SLOT("mlp.up_embed.weight", 2, c->num_experts, D, &y->up_embed, 1);
+            MLP("router_gate.weight", 2, 2 * (int64_t)c->num_keys, D, &y->w_router, 1);
+            /* some original checkpoints (2025-03-17..20) have a router bias; transformers never does */
+            if (m->layout == LAYOUT_OLD) MLP("router_gate.bias", 1, 2 * (int64_t)c->num_keys, 0, &y->b_router, 0);
+            MLP("down_embed.weight", 2, c->num_experts, D, &y->down_embed, 1);
+            MLP("up_embed.weight", 2, c->num_experts, D, &y->up_embed, 1);
         }
+#undef MLP
+#undef ATTN
 #undef SLOT
     }
 }
 
 static int max_slots(const DogeConfig *c) { return 4 + c->num_hidden_layers * 32; }
+
+/* Total floats of the arena for the current plan (each tensor aligned); lm_head is separate. */
+static uint64_t arena_floats_of_plan(const DogeLoader *ld) {
+    uint64_t total = 0;
+    for (int i = 0; i < ld->n_slots; i++) {
+        const Slot *s = &ld->slots[i];
+        if (s->dst == &ld->model->lm_head_owned) continue;
+        total += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    }
+    return total;
+}
+
+/* Allocates the arena for the current plan and points every tensor into it. */
+static int allocate_arena(DogeLoader *ld, DogeError *err) {
+    DogeModel *m = ld->model;
+    const uint64_t total = arena_floats_of_plan(ld);
+    if (total * sizeof(float) > (uint64_t)SIZE_MAX / 2) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: the model needs %.1f GB of weights, more than this build can address",
+                       (double)total * 4 / 1e9);
+        return err->code;
+    }
+    m->arena_floats = (size_t)total;
+    m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
+    if (!m->arena) {
+        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: cannot allocate %.1f MB for the weights", (double)total * 4 / 1e6);
+        return err->code;
+    }
+    memset(m->arena, 0, m->arena_floats * sizeof(float)); /* alignment padding stays zero for the hash */
+    size_t off = 0;
+    for (int i = 0; i < ld->n_slots; i++) {
+        Slot *s = &ld->slots[i];
+        if (s->dst == &m->lm_head_owned) continue;
+        s->arena_off = off;
+        *s->dst = m->arena + off;
+        off += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+    }
+    return DOGE_OK;
+}
 
 DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err) {
     DogeLoader *ld = calloc(1, sizeof *ld);
@@ -141,31 +200,13 @@ DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err)
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory creating the loader");
         goto fail;
     }
+    /* The layout is read from the first safetensors header; until then plan the transformers one, which
+     * sizes the weights within a few kilobytes of every other layout. */
+    m->layout = LAYOUT_HF;
+    m->qk_norm = 1;
+    m->bias_rows = m->cfg.num_key_value_heads;
+    m->topk_mask = 1;
     plan_slots(ld);
-    /* Lay the arena out; sizes were bounded by the config parser, so this cannot overflow 64 bits. */
-    uint64_t total = 0;
-    for (int i = 0; i < ld->n_slots; i++) {
-        Slot *s = &ld->slots[i];
-        if (s->dst == &m->lm_head_owned) continue;
-        s->arena_off = (size_t)total;
-        total += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
-    }
-    if (total * sizeof(float) > (uint64_t)SIZE_MAX / 2) {
-        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: the model needs %.1f GB of weights, more than this build can address",
-                       (double)total * 4 / 1e9);
-        goto fail;
-    }
-    m->arena_floats = (size_t)total;
-    m->arena = aligned_alloc(64, m->arena_floats * sizeof(float));
-    if (!m->arena) {
-        doge_set_error(err, DOGE_ERR_NOMEM, "config.json: cannot allocate %.1f MB for the weights", (double)total * 4 / 1e6);
-        goto fail;
-    }
-    memset(m->arena, 0, m->arena_floats * sizeof(float)); /* alignment padding stays zero for the hash */
-    for (int i = 0; i < ld->n_slots; i++) {
-        Slot *s = &ld->slots[i];
-        if (s->dst != &m->lm_head_owned) *s->dst = m->arena + s->arena_off;
-    }
     ld->state = ST_IDLE;
     return ld;
 fail:
@@ -174,7 +215,7 @@ fail:
 }
 
 uint64_t doge_loader_weight_bytes(const DogeLoader *ld) {
-    uint64_t b = (uint64_t)ld->model->arena_floats * sizeof(float);
+    uint64_t b = arena_floats_of_plan(ld) * sizeof(float);
     if (ld->model->cfg.task == DOGE_TASK_CAUSAL_LM && !ld->model->cfg.tie_word_embeddings)
         b += (uint64_t)ld->model->cfg.vocab_size * (uint64_t)ld->model->cfg.hidden_size * sizeof(float);
     return b;
@@ -225,25 +266,64 @@ static int cmp_entry(const void *a, const void *b) {
     return x->begin < y->begin ? -1 : x->begin > y->begin;
 }
 
-/* A name of the original remote-code layout (spec 7.1), which this build refuses. */
+/* A name of the original remote-code layout (doge-legacy.md section 2). */
 static int is_old_layout_name(const char *name) {
     return strstr(name, "word_embed") || strstr(name, ".pre_layernorm.") || strstr(name, ".pre_residual.") ||
            strstr(name, ".post_layernorm.") || strstr(name, ".post_residual.") || strstr(name, ".feed_forward.") ||
            strstr(name, "final_layernorm");
 }
 
-static int old_layout_error(DogeLoader *ld, const char *detail, DogeError *err) {
-    doge_set_error(err, DOGE_ERR_UNSUPPORTED,
-                   "%s: this is the original remote-code Doge layout (%s; A per query head, no q/k norm), "
-                   "not the transformers 4.57 layout this build runs",
-                   ld->file, detail);
-    return err->code;
+/* First dimension(s) of a header entry's shape; -1 when absent. */
+static void entry_dims(const JsonNode *t, int64_t *d0, int64_t *d1, int *nd) {
+    const JsonNode *shape = json_get(t, "shape");
+    *d0 = *d1 = -1;
+    *nd = 0;
+    if (!shape || shape->type != JSON_ARRAY) return;
+    *nd = (int)shape->count;
+    const JsonNode *a = json_at(shape, 0), *b = json_at(shape, 1);
+    if (a && a->type == JSON_NUMBER) *d0 = (int64_t)a->number;
+    if (b && b->type == JSON_NUMBER) *d1 = (int64_t)b->number;
+}
+
+/* Reads the checkpoint layout from the first header's tensor names and shapes (doge-legacy.md), then lays
+ * out and allocates the weights for it. */
+static int detect_layout(DogeLoader *ld, const JsonNode *root, DogeError *err) {
+    DogeModel *m = ld->model;
+    const DogeConfig *c = &m->cfg;
+    const int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, Hkv = KV * c->head_dim;
+    int old = 0, qk_norm = 0;
+    int64_t a_rows = -1;
+    for (const JsonNode *t = root->child; t; t = t->next) {
+        const char *name = t->key;
+        int64_t d0, d1;
+        int nd;
+        entry_dims(t, &d0, &d1, &nd);
+        old |= is_old_layout_name(name) != 0;
+        qk_norm |= strstr(name, "self_attn.q_norm.weight") || strstr(name, "self_attn.k_norm.weight");
+        if (strstr(name, ".queries") || strstr(name, "feed_forward.keys") || strstr(name, "mlp.keys")) {
+            doge_set_error(err, DOGE_ERR_UNSUPPORTED,
+                           "%s: '%.80s' belongs to the pre-router CDMoE of early 2025, which no supported release uses", ld->file, name);
+            return err->code;
+        }
+        if (strstr(name, "self_attn.A") && nd == 1) a_rows = d0;
+        if (strstr(name, "self_attn.dt_proj.weight") && nd == 2 && d1 != Hkv) {
+            doge_set_error(err, DOGE_ERR_UNSUPPORTED,
+                           "%s: '%.80s' takes %lld inputs, not num_key_value_heads x head_dim = %lld: the Dec-2024 dt_proj [H, D] "
+                           "variant is not supported", ld->file, name, (long long)d1, (long long)Hkv);
+            return err->code;
+        }
+    }
+    m->layout = old ? LAYOUT_OLD : (!qk_norm && a_rows == H) ? LAYOUT_MID : LAYOUT_HF;
+    m->qk_norm = qk_norm;
+    m->bias_rows = (int)(a_rows == H || a_rows == KV ? a_rows : old ? H : KV);
+    m->topk_mask = !old; /* the original code attends to every allowed key at any length */
+    plan_slots(ld);
+    return allocate_arena(ld, err);
 }
 
 /* Checks one header entry against its slot and records it. */
 static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
     const char *name = t->key;
-    const DogeConfig *c = &ld->model->cfg;
     if (t->type != JSON_OBJECT) {
         doge_set_error(err, DOGE_ERR_FORMAT, "%s: header entry '%.80s' is not an object", ld->file, name);
         return err->code;
@@ -251,8 +331,8 @@ static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
     if (strcmp(name, "model.rotary_emb.inv_freq") == 0) name = NULL; /* a buffer some exporters keep; skipped */
     Slot *slot = name ? find_slot(ld, name) : NULL;
     if (name && !slot) {
-        if (is_old_layout_name(name)) return old_layout_error(ld, name, err);
-        doge_set_error(err, DOGE_ERR_TENSOR, "%s: unexpected tensor '%.80s' for this config.json", ld->file, name);
+        doge_set_error(err, DOGE_ERR_TENSOR, "%s: unexpected tensor '%.80s' for this config.json (%s layout)", ld->file, name,
+                       doge_model_layout(ld->model));
         return err->code;
     }
     if (slot && slot->loaded) {
@@ -317,10 +397,6 @@ static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
             strncat(got, "]", sizeof got - strlen(got) - 1);
             if (slot->ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)slot->shape[0]);
             else snprintf(want, sizeof want, "[%lld, %lld]", (long long)slot->shape[0], (long long)slot->shape[1]);
-            /* A per-query-head A / dt_proj is the old remote-code layout. */
-            if (strstr(slot->name, "self_attn.A") && nd == 1 && dims[0] == c->num_attention_heads &&
-                c->num_attention_heads != c->num_key_value_heads)
-                return old_layout_error(ld, "self_attn.A has one entry per query head", err);
             doge_set_error(err, DOGE_ERR_TENSOR, "%s: tensor '%.80s' has shape %s but config.json implies %s", ld->file,
                            shown, got, want);
             return err->code;
@@ -364,6 +440,7 @@ static int parse_header(DogeLoader *ld, DogeError *err) {
         rc = err->code;
         goto done;
     }
+    if (!ld->model->arena && (rc = detect_layout(ld, root, err)) != DOGE_OK) goto done;
     for (const JsonNode *t = root->child; t; t = t->next) {
         if (strcmp(t->key, "__metadata__") == 0) continue;
         if ((rc = add_entry(ld, t, err)) != DOGE_OK) goto done;
@@ -567,6 +644,12 @@ DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
             if (!first) first = ld->slots[i].name;
             missing++;
         }
+    if (first && (strstr(first, "q_norm") || strstr(first, "k_norm"))) {
+        doge_set_error(err, DOGE_ERR_TENSOR, "the checkpoint has q_norm/k_norm in some layers but not '%s': they must be in every "
+                                             "layer or in none", first);
+        ld->failed = 1;
+        return NULL;
+    }
     if (missing) {
         doge_set_error(err, DOGE_ERR_TENSOR, "the checkpoint is missing tensor '%s'%s", first,
                        missing > 1 ? " and others" : "");
@@ -574,6 +657,13 @@ DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
         return NULL;
     }
     DogeModel *m = ld->model;
+    if (!m->arena) {
+        doge_set_error(err, DOGE_ERR_INPUT, "no safetensors file was fed");
+        ld->failed = 1;
+        return NULL;
+    }
+    for (int i = 0; i < ld->n_slots; i++) /* optional tensors the checkpoint lacks */
+        if (!ld->slots[i].required && !ld->slots[i].loaded && ld->slots[i].dst != &m->lm_head_owned) *ld->slots[i].dst = NULL;
     /* Missing lm_head.weight means a tied head, whatever tie_word_embeddings says (HF drops tied copies). */
     m->lm_head = m->lm_head_owned ? m->lm_head_owned : m->embed;
     ld->model = NULL;
@@ -602,6 +692,19 @@ int doge_model_vocab_size(const DogeModel *m) { return m->cfg.vocab_size; }
 int doge_model_num_labels(const DogeModel *m) { return m->cfg.task == DOGE_TASK_SEQ_CLS ? m->cfg.num_labels : 0; }
 int doge_model_max_position_embeddings(const DogeModel *m) { return m->cfg.max_position_embeddings; }
 int doge_model_tied_head(const DogeModel *m) { return m->lm_head == m->embed; }
+
+const char *doge_model_layout(const DogeModel *m) {
+    return m->layout == LAYOUT_OLD ? "original" : m->layout == LAYOUT_MID ? "mid" : "transformers";
+}
+
+int doge_model_set_moe_routing(DogeModel *m, int routing, DogeError *err) {
+    if (routing != DOGE_MOE_ROUTING_HF && routing != DOGE_MOE_ROUTING_LEGACY_2025_03) {
+        doge_set_error(err, DOGE_ERR_INPUT, "unknown MoE routing mode %d", routing);
+        return err->code;
+    }
+    m->moe_routing = routing;
+    return DOGE_OK;
+}
 
 uint64_t doge_model_weights_hash(const DogeModel *m) {
     uint64_t h = 1469598103934665603ull;

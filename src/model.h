@@ -21,6 +21,7 @@ typedef struct {
     int sliding_window;          /* 0 = none */
     float rms_norm_eps;
     int attention_bias, mlp_bias;
+    int hidden_bias;             /* original remote-code layout: a bias on every Linear */
     int tie_word_embeddings;
     /* CDMoE */
     int is_moe;
@@ -56,21 +57,33 @@ typedef struct {
     float *wq, *bq;                  /* [H*hd, D], [H*hd] */
     float *wk, *bk;                  /* [KV*hd, D], [KV*hd] */
     float *wv, *bv;                  /* [KV*hd, D], [KV*hd] */
-    float *A;                        /* [KV] */
-    float *wdt, *bdt;                /* [KV, KV*hd], [KV] */
+    float *A;                        /* [bias_rows] (KV, or H in the OLD/MID layouts) */
+    float *wdt, *bdt;                /* [bias_rows, KV*hd], [bias_rows] */
     float *wo, *bo;                  /* [D, H*hd], [D] */
-    float *q_norm, *k_norm;          /* [hd] */
+    float *q_norm, *k_norm;          /* [hd] (NULL without q/k norm) */
     float *post_attention_layernorm; /* [D] */
     float *post_attention_residual;  /* [D] */
     float *w_gate, *b_gate;          /* [I, D], [I] */
     float *w_up, *b_up;              /* [I, D], [I] */
     float *w_down, *b_down;          /* [D, I], [D] */
-    float *w_router;                 /* [2K, D]  (MoE) */
+    float *w_router, *b_router;      /* [2K, D], [2K] (MoE; the bias only in some original checkpoints) */
     float *down_embed, *up_embed;    /* [E, D]   (MoE) */
 } DogeLayer;
 
+/* The checkpoint layouts the loader recognises from tensor names and shapes (see doge-legacy.md). */
+typedef enum {
+    LAYOUT_HF = 0,   /* transformers 4.57: q/k norm, A and dt_proj per kv head, top-k dynamic mask */
+    LAYOUT_OLD = 1,  /* original remote code: other names, no q/k norm, A per query head, no top-k */
+    LAYOUT_MID = 2,  /* small-doge's converter output: HF names, no q/k norm, A per query head, top-k */
+} DogeLayout;
+
 struct DogeModel {
     DogeConfig cfg;
+    DogeLayout layout;
+    int qk_norm;          /* 1 when q_norm/k_norm exist (then in every layer) */
+    int bias_rows;        /* rows of A and dt_proj: H (per query head) or KV */
+    int topk_mask;        /* 1: keep only the top keep_window_size keys by bias (HF, MID); 0: OLD */
+    int moe_routing;      /* a DogeMoeRouting */
     float *arena;         /* one block that holds every weight below (except lm_head) */
     size_t arena_floats;
     float *embed;         /* [V, D] */

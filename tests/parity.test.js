@@ -11,6 +11,9 @@ const cases = loadCases();
 const good = cases.filter((c) => c.kind !== 'error');
 const bad = cases.filter((c) => c.kind === 'error');
 const width = (c) => c.shape[c.shape.length - 1];
+const routing = (c) => c.options?.moe_routing ?? 'hf';
+const LAYOUT_NAMES = { old: 'original', mid: 'mid' };
+const layoutName = (c) => LAYOUT_NAMES[c.layout] ?? 'transformers';
 
 test('the reference covers the cases the core must handle', () => {
   assert.ok(good.length >= 20, `only ${good.length} cases`);
@@ -21,25 +24,30 @@ test('the reference covers the cases the core must handle', () => {
 describe('native build', () => {
   for (const c of good) {
     test(`${c.name}: prefill`, () => {
-      const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', c.ids.join(',')]);
+      const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', c.ids.join(','), '--moe-routing', routing(c), '--verbose']);
       assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`^doge-native: ${layoutName(c)} layout, MoE routing ${routing(c)}`));
       const out = JSON.parse(r.stdout);
       assert.deepEqual(out.shape, c.shape);
       assertMatches(Float32Array.from(out.logits), c.expected, width(c), c.name);
     });
     if (c.decode) {
       test(`${c.name}: decode with the KV cache`, () => {
-        const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', c.ids.join(','), '--decode-split', String(c.decode.split)]);
+        const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', c.ids.join(','), '--decode-split', String(c.decode.split), '--moe-routing', routing(c)]);
         assert.equal(r.code, 0, r.stderr);
         assertMatches(Float32Array.from(JSON.parse(r.stdout).logits), c.expectedDecode, width(c), `${c.name} decode`);
       });
     }
   }
   for (const c of bad) {
-    test(`${c.name}: refused with a clear error`, () => {
+    test(`${c.name}: refused with a message that says why`, () => {
       const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', '1,2']);
       assert.equal(r.code, 2);
-      assert.match(r.stderr, /UNSUPPORTED_MODEL: model\.safetensors: this is the original remote-code Doge layout/);
+      assert.equal(r.stderr.trim().split('\n').length, 1);
+      assert.ok(r.stderr.includes(c.expect_error), `'${r.stderr.trim()}' should mention '${c.expect_error}'`);
+      const w = runCli(['logits', '--model', c.dir, '--ids', '1,2']);
+      assert.equal(w.code, 2);
+      assert.ok(w.stderr.includes(c.expect_error), `wasm: '${w.stderr.trim()}' should mention '${c.expect_error}'`);
     });
   }
 });
@@ -66,6 +74,8 @@ for (const build of ['single', 'threads']) {
       test(`${c.name}: prefill and decode`, async () => {
         const model = await loadDir(engine, c.dir);
         try {
+          assert.equal(model.layout, layoutName(c));
+          model.setMoeRouting(routing(c));
           const nCtx = Math.max(c.ids.length, model.maxPositionEmbeddings);
           const s = model.createSession(nCtx);
           assert.equal(s.threads, engine.info.threads);

@@ -6,8 +6,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const hubHost = params.get('hub') ?? undefined; // tests point this at a local server in the hub layout
 
-// Layouts as known from the hub (see ../shared/doge-legacy.md): only Doge-20M and Doge-40M were re-uploaded
-// in the transformers layout; the -Instruct repos keep the original remote-code layout.
+// Layouts as known from the hub (doge-legacy.md): only Doge-20M and Doge-40M were re-uploaded in the
+// transformers layout; the -Instruct repos keep the original remote-code layout (both run here).
 const MODELS = [
   { id: 'embedded', label: 'doge-mini — embedded, works offline (12 MB)' },
   { id: 'SmallDoge/Doge-20M', label: 'SmallDoge/Doge-20M — base, 52.5 MB (transformers layout)' },
@@ -137,7 +137,8 @@ async function load() {
     $('engine-status').textContent = info.build === 'threads'
       ? `engine: pthreads build, ${info.threads} thread${info.threads > 1 ? 's' : ''}`
       : `engine: single-thread build (${info.threadsReason})`;
-    $('model-info').textContent = `${info.task}, vocabulary ${info.vocabSize}, context ${info.contextLength} tokens, ` +
+    $('model-info').textContent = `${info.layout} layout${info.isMoe ? ` (MoE routing ${info.moeRouting})` : ''}, ` +
+      `${info.task}, vocabulary ${info.vocabSize}, context ${info.contextLength} tokens, ` +
       `${info.hasChatTemplate ? 'has a chat template' : 'no chat template'}; auto mode: ${chatMode()}`;
     applyModelDefaults();
     newChat();

@@ -3,7 +3,10 @@
 
 Writes small random Doge checkpoints (HF transformers ~4.57 layout) together with
 the logits that HF `DogeForCausalLM` / `DogeForSequenceClassification` would
-produce in fp32 with `attn_implementation="eager"`.
+produce in fp32 with `attn_implementation="eager"`.  Cases with "layout": "old" use the
+original remote-code ("OLD", V1) checkpoint layout and math of shared/doge-legacy.md
+sections 2-3 (eager `modeling_old_doge.py`, fp32); "layout": "mid" is small-doge's
+converter output (HF names, OLD attention tensors).
 
     /usr/bin/python3 tests/reference/make_cases.py OUTDIR [--selfcheck] [--only NAME ...]
 
@@ -17,6 +20,8 @@ Layout of OUTDIR:
     <case>/config.json          HF DogeConfig json
     <case>/model.safetensors    or model.safetensors.index.json + model-0000k-of-0000n.safetensors
     <case>/case.json            {"name", "kind", "ids", "shape", "prefill", "decode", "notes", ...}
+                                (+ "layout": "old" | "mid" and "options": {"moe_routing": ...} where they apply;
+                                 kind "error" cases carry "expect_error", a substring of the engine's message)
     <case>/expected.f32         logits of one forward over all ids (little-endian f32)
     <case>/expected_decode.f32  logits of HF-style incremental decoding (causal cases)
 
