@@ -118,6 +118,12 @@ class Config:
         assert self.hidden_act == "silu", "only silu is implemented"
         assert self.sliding_window is None, "sliding_window is not implemented here"
         self.num_labels = len(d["id2label"]) if "id2label" in d else d.get("num_labels", 2)
+        # OLD (remote-code) era fields (doge-legacy.md 3.7): one `hidden_bias` flag for q,k,v,o,dt_proj,gate,up,down
+        self.model_type = d.get("model_type")
+        self.hidden_bias = d.get("hidden_bias")
+        if self.hidden_bias is not None:
+            self.attention_bias = self.mlp_bias = bool(self.hidden_bias)
+        self.dynamic_mask_ratio = d.get("dynamic_mask_ratio", 0.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,11 +171,15 @@ class Probe:
         self.topk_gap = math.inf  # relative gap between the W-th and (W+1)-th kept bias values
         self.moe_gap = math.inf  # relative gap between the top_k-th and (top_k+1)-th expert scores
         self.topk_rows = 0  # rows where the top-k actually dropped an allowed key
+        # legacy_2025_03 routing only: relative gap between neighbours of the sorted first router half (its ORDER
+        # becomes part of the expert scores, so a near-tie there could swap experts)
+        self.sort_gap = math.inf
 
     def merge(self, other):
         self.topk_gap = min(self.topk_gap, other.topk_gap)
         self.moe_gap = min(self.moe_gap, other.moe_gap)
         self.topk_rows += other.topk_rows
+        self.sort_gap = min(self.sort_gap, other.sort_gap)
 
 
 # ------------------------------------------------------------------------------------------------
