@@ -34,7 +34,7 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 # a caller that blocks; the thread pool then runs with the threads it has.
 WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
-.PHONY: all native wasm web serve deps deps-apt deps-npm test test-c test-js cases clean
+.PHONY: all native wasm web serve demo check-torch deps deps-apt deps-npm test test-c test-js cases clean
 
 all: deps native wasm web
 
@@ -63,6 +63,17 @@ build/web/sw.js: $(WEB_INPUTS) dist/doge-st.js dist/doge-mt.js dist/package.json
 # Serves the demo on http://127.0.0.1:8080/ with COOP/COEP (cross-origin isolated: the pthreads build).
 serve: all
 	node web/serve.mjs
+
+# Streams a continuation from the embedded model (models/doge-mini) through the wasm build, offline.
+DEMO_PROMPT ?= It is a truth universally acknowledged, that
+demo: wasm deps-npm
+	node js/cli.js generate --prompt "$(DEMO_PROMPT)" --max-new-tokens 120 --seed 42 --verbose
+
+# The embedded model's torch module (tools/doge_torch.py, written from the HF code) against the wasm core.
+check-torch: wasm deps-npm
+	@dpkg -s python3-torch libopenblas0-pthread >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch libopenblas0-pthread)
+	node tools/check_torch_vs_wasm.mjs
 
 # The Emscripten glue is CommonJS inside this ESM package.
 dist/package.json:

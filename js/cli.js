@@ -6,10 +6,15 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { DogeError, loadModel, loadModelTokenizer } from './index.js';
 
+/** The small model trained by this project and shipped with the package (tools/train.py). */
+const EMBEDDED_MODEL = fileURLToPath(new URL('../models/doge-mini', import.meta.url));
+
 const SOURCE_OPTIONS = {
-  model: { type: 'string', arg: '<dir|url|repo-id>', help: 'the model: a HF model directory, a URL prefix or a hub repo id' },
+  model: { type: 'string', arg: '<dir|url|repo-id>', help: 'the model: a HF model directory, a URL prefix or a hub repo id (default: the embedded doge-mini)' },
   'hub-host': { type: 'string', arg: '<url>', help: 'host for repo ids (default https://huggingface.co)' },
   revision: { type: 'string', arg: '<rev>', help: 'hub revision (default main)' },
 };
@@ -108,8 +113,9 @@ function parseIds(text) {
 }
 
 function modelSource(values) {
-  if (!values.model) fail('BAD_ARGUMENT', '--model is required (no embedded default model is bundled yet)');
-  return values.model;
+  if (values.model) return values.model;
+  if (!existsSync(`${EMBEDDED_MODEL}/model.safetensors`)) fail('NOT_FOUND', `--model is required: the embedded model is missing (${EMBEDDED_MODEL})`);
+  return EMBEDDED_MODEL;
 }
 
 /** A one-line progress bar on stderr, only when stderr is a terminal. */

@@ -156,7 +156,6 @@ test('token ids outside the vocabulary are refused', () => {
 });
 
 test('CLI usage errors', () => {
-  expectError({ noModel: runCli(['logits', '--ids', '1']) }, /BAD_ARGUMENT: --model is required/);
   expectError({ badIds: runCli(['logits', '--model', `${CASES_DIR}/tiny_tied`, '--ids', '1,x']) }, /BAD_ARGUMENT: --ids must be comma-separated non-negative integers/);
   expectError({ missing: runCli(['logits', '--model', '/nonexistent/dir', '--ids', '1']) }, /NOT_FOUND: \/nonexistent\/dir: no such model directory/);
   const help = runCli(['logits', '--help']);

@@ -575,15 +575,208 @@ class DogeModel:
         return logits[last]
 
 
-def run_prefill(cfg, w, kind, ids):
-    m = DogeModel(cfg, w, kind)
+# ------------------------------------------------------------------------------------------------
+# OLD (remote-code V1) and MID layouts (shared/doge-legacy.md sections 2, 3.1-3.3, 3.8)
+# ------------------------------------------------------------------------------------------------
+
+LEGACY_NAMES = {
+    # OLD: modeling_old_doge.py module names (Residual is a module with .weight)
+    "old": dict(embed="model.word_embed.weight", norm="model.final_layernorm.weight",
+                ln1="pre_layernorm.weight", res1="pre_residual.weight",
+                ln2="post_layernorm.weight", res2="post_residual.weight", ff="feed_forward."),
+    # MID: small-doge >= 2025-06-19 (its converter's output): HF names, OLD attention tensors
+    "mid": dict(embed="model.embed_tokens.weight", norm="model.norm.weight",
+                ln1="input_layernorm.weight", res1="input_residual",
+                ln2="post_attention_layernorm.weight", res2="post_attention_residual", ff="mlp."),
+}
+
+MOE_ROUTINGS = ("hf", "legacy_2025_03")
+
+
+class OldDogeAttention:
+    """V1 eager attention (doge-legacy.md 3.3): NO q/k RMSNorm; A [H] and dt_proj [H, KV*hd] give one additive bias
+    row per QUERY head (the mask is not repeat_kv'd); the causal float mask (0 / MIN) is ADDED to it; with
+    dynamic_mask_ratio 0 there is no kthvalue and no top-k at any length (keep_window_size is ignored).
+    MID (layout "mid") is the same function while T <= keep_window_size; its top-k per query head is not
+    implemented here (no case needs it)."""
+
+    def __init__(self, cfg, w, prefix, layout):
+        self.layout = layout
+        self.H, self.KV, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.groups = self.H // self.KV
+        self.scaling = self.hd ** -0.5
+        self.W = cfg.keep_window_size
+        p = prefix
+        b = (lambda n: w[p + n + ".bias"]) if cfg.attention_bias else (lambda n: None)  # hidden_bias
+        self.q = (w[p + "q_proj.weight"], b("q_proj"))
+        self.k = (w[p + "k_proj.weight"], b("k_proj"))
+        self.v = (w[p + "v_proj.weight"], b("v_proj"))
+        self.o = (w[p + "o_proj.weight"], b("o_proj"))
+        self.dt = (w[p + "dt_proj.weight"], b("dt_proj"))
+        self.A = w[p + "A"]
+        assert self.A.shape == (self.H,) and self.dt[0].shape == (self.H, self.KV * self.hd), p
+        assert p + "q_norm.weight" not in w and p + "k_norm.weight" not in w, p
+
+    def dynamic_mask(self, dyn, S, P):
+        """dyn [H, T] -> attn_mask [H, S, T] = dynamic_mask[:, None, :] + causal float mask [S, T]."""
+        H, T = dyn.shape
+        if self.layout == "mid" and T > self.W:
+            raise NotImplementedError("MID top-k per query head (T > keep_window_size) is not implemented")
+        causal = np.where(np.arange(T)[None, :] > P + np.arange(S)[:, None], MIN, f32(0)).astype(F32)
+        return dyn[:, None, :] + causal[None, :, :]  # forbidden: MIN + bias == MIN in fp32 for any bias used here
+
+    def __call__(self, h, cos, sin, cache, P):
+        S = h.shape[0]
+        q = linear(h, *self.q).reshape(S, self.H, self.hd)  # no q_norm
+        k = linear(h, *self.k).reshape(S, self.KV, self.hd)  # no k_norm
+        v = linear(h, *self.v).reshape(S, self.KV, self.hd)
+        q = apply_rotary_pos_emb(q, cos, sin)
+        k = apply_rotary_pos_emb(k, cos, sin)
+        cache.k = np.concatenate([cache.k, k], axis=0)  # K post-RoPE, V raw
+        cache.v = np.concatenate([cache.v, v], axis=0)
+        K, V = cache.k, cache.v
+        T = K.shape[0]
+        # dt_proj(value_states.transpose(1, 2).reshape(B, T, -1)): input order [kv_head][hd], output [T, H]
+        dt = linear(V.reshape(T, self.KV * self.hd), *self.dt)
+        dyn = np.exp(self.A * softplus(dt)).T  # [H, T], one row per QUERY head
+        mask = self.dynamic_mask(dyn, S, P)
+        out = np.empty((S, self.H, self.hd), F32)
+        for hh in range(self.H):
+            g = hh // self.groups  # repeat_kv for K and V only
+            scores = (q[:, hh, :] @ K[:, g, :].T) * f32(self.scaling)
+            scores = scores + mask[hh]
+            probs = softmax(scores)
+            out[:, hh, :] = probs @ V[:, g, :]
+        return linear(out.reshape(S, self.H * self.hd), *self.o)
+
+
+class OldCDMoE(DogeMLP):
+    """Router-era CDMoE of the OLD code (doge-legacy.md 3.8): shared expert gate/up/down (+ hidden_bias) plus
+    down_embed/up_embed [E, D]; router_gate Linear(D, 2K) with an optional bias (2025-03-17..03-20 files).
+    routing "hf": >= 2025-04-15 code == HF 4.57 DogeCDMoE with norm_topk_prob False.
+    routing "legacy_2025_03": the 2025-03-13..04-14 code (list-comprehension unpack bug, grid position = expert id)."""
+
+    def __init__(self, cfg, w, prefix, probe, routing):
+        super().__init__(cfg, w, prefix)
+        assert routing in MOE_ROUTINGS, routing
+        assert not cfg.norm_topk_prob, "the OLD code has no norm_topk_prob"
+        self.prefix, self.probe, self.routing = prefix, probe, routing
+        self.num_keys = int(math.sqrt(cfg.num_experts))  # OLD: int(math.sqrt(E)) (HF: floor; same value)
+        self.top_k = cfg.num_experts_per_tok
+        self.router = (w[prefix + "router_gate.weight"], w.get(prefix + "router_gate.bias"))
+        self.down_embed = w[prefix + "down_embed.weight"]
+        self.up_embed = w[prefix + "up_embed.weight"]
+
+    def route(self, x):
+        """x [N, D] (the N tokens of THIS call) -> (top_k scores [N, k] fp32, expert ids [N, k])."""
+        N, K = x.shape[0], self.num_keys
+        # router_gate(x).view(2, N, K): raw reinterpretation of the [N, 2K] buffer (bias added before the view)
+        halves = linear(x, *self.router).reshape(2, N, K)
+        if self.routing == "hf":
+            # (sx, ix) = topk(Rx, K), (sy, iy) = topk(Ry, K); grid = sx[a] + sy[b], gid = ix[a]*K + iy[b]
+            ix = np.argsort(-halves[0], axis=-1, kind="stable")
+            iy = np.argsort(-halves[1], axis=-1, kind="stable")
+            sx = np.take_along_axis(halves[0], ix, -1)
+            sy = np.take_along_axis(halves[1], iy, -1)
+            grid = (sx[:, :, None] + sy[:, None, :]).reshape(N, K * K)
+            gid = (ix[:, :, None] * K + iy[:, None, :]).reshape(N, K * K)
+        else:
+            # [w.topk(K) for w in halves] == [(vals0, idx0), (vals1, idx1)] is unpacked as
+            # (scores_x, scores_y), (indices_x, indices_y): scores_x = vals0, scores_y = idx0 (int64).
+            # all_scores = vals0[a] + float(idx0[b]) (float32 + int64 -> float32); half y only feeds the unused
+            # all_indices; expert id = the grid POSITION a*K + b (no gather).
+            i0 = np.argsort(-halves[0], axis=-1, kind="stable")
+            v0 = np.take_along_axis(halves[0], i0, -1)
+            self._record_sort_margin(halves[0], v0)
+            grid = (v0[:, :, None] + i0[:, None, :].astype(F32)).reshape(N, K * K)
+            gid = np.broadcast_to(np.arange(K * K), (N, K * K))
+        pos = np.argsort(-grid, axis=-1, kind="stable")  # topk(top_k), sorted descending
+        self._record_margin(grid, pos)
+        pos = pos[:, : self.top_k]
+        return np.take_along_axis(grid, pos, -1), np.take_along_axis(gid, pos, -1)
+
+    def __call__(self, x):
+        scores, indices = self.route(x)
+        routing = softmax(scores)  # scores.softmax(dim=-1), model dtype fp32
+        down = self.down_embed[indices]  # [N, k, D]
+        up = self.up_embed[indices]
+        ew = np.einsum("nkd,nd->nk", down, x).astype(F32)  # matmul(down_embed, x[:, :, None])
+        ew = silu(ew) * routing
+        experts = np.einsum("nk,nkd->nd", ew, up).astype(F32)  # matmul(ew[:, None, :], up_embed)
+        shared = super().__call__(x)
+        return shared + experts
+
+    def _record_margin(self, grid, order):
+        if grid.shape[1] <= self.top_k:
+            return
+        for n in range(grid.shape[0]):
+            a = float(grid[n, order[n, self.top_k - 1]])
+            b = float(grid[n, order[n, self.top_k]])
+            scale = float(np.max(np.abs(grid[n])))
+            self.probe.moe_gap = min(self.probe.moe_gap, (a - b) / scale)
+
+    def _record_sort_margin(self, rx, sorted_desc):
+        for n in range(rx.shape[0]):
+            gap = float(np.min(sorted_desc[n, :-1] - sorted_desc[n, 1:]))
+            self.probe.sort_gap = min(self.probe.sort_gap, gap / float(np.max(np.abs(rx[n]))))
+
+
+class OldDecoderLayer:
+    def __init__(self, cfg, w, i, probe, layout, routing):
+        n, p = LEGACY_NAMES[layout], "model.layers.%d." % i
+        self.pre_layernorm = RMSNorm(w[p + n["ln1"]], cfg.rms_norm_eps)
+        self.self_attn = OldDogeAttention(cfg, w, p + "self_attn.", layout)
+        self.pre_residual = w[p + n["res1"]]
+        self.post_layernorm = RMSNorm(w[p + n["ln2"]], cfg.rms_norm_eps)
+        if cfg.is_moe:
+            self.feed_forward = OldCDMoE(cfg, w, p + n["ff"], probe, routing)
+        else:
+            self.feed_forward = DogeMLP(cfg, w, p + n["ff"])
+        self.post_residual = w[p + n["res2"]]
+
+    def __call__(self, x, cos, sin, cache, P):
+        residual = x
+        h = self.self_attn(self.pre_layernorm(x), cos, sin, cache, P)
+        x = self.pre_residual * residual + h  # Residual: weight * residual_states + hidden_states
+        residual = x
+        h = self.feed_forward(self.post_layernorm(x))
+        return self.post_residual * residual + h
+
+
+class OldDogeModel(DogeModel):
+    """OLD/MID DogeForCausalLM.  Embedding gather, RoPE (same dynamic-NTK state machine), final norm and the head
+    (tied when lm_head.weight is absent, doge-legacy.md 3.9) are as in HF, so hidden()/causal_logits() are shared."""
+
+    def __init__(self, cfg, w, layout, routing=None):
+        assert layout in LEGACY_NAMES, layout
+        assert cfg.dynamic_mask_ratio == 0.0, "dynamic_mask_ratio > 0 (kthvalue masking) is not implemented"
+        n = LEGACY_NAMES[layout]
+        self.cfg, self.kind = cfg, "causal"
+        self.probe = Probe()
+        self.embed_tokens = w[n["embed"]]
+        self.layers = [OldDecoderLayer(cfg, w, i, self.probe, layout, routing) for i in range(cfg.num_hidden_layers)]
+        self.norm = RMSNorm(w[n["norm"]], cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg)
+        self.lm_head = w.get("lm_head.weight", self.embed_tokens)
+        self.cache = None
+
+
+def new_model(cfg, w, kind, layout="hf", options=None):
+    if layout == "hf":
+        return DogeModel(cfg, w, kind)
+    assert kind == "causal", "OLD/MID cases are causal"
+    return OldDogeModel(cfg, w, layout, (options or {}).get("moe_routing"))
+
+
+def run_prefill(cfg, w, kind, ids, layout="hf", options=None):
+    m = new_model(cfg, w, kind, layout, options)
     out = m.causal_logits(ids) if kind == "causal" else m.seqcls_logits(ids)
     return out.astype(F32), m.probe
 
 
-def run_decode(cfg, w, ids, split):
+def run_decode(cfg, w, ids, split, layout="hf", options=None):
     """HF-style generation: one call on ids[:split], then one call per remaining token (KV cache)."""
-    m = DogeModel(cfg, w, "causal")
+    m = new_model(cfg, w, "causal", layout, options)
     outs = [m.causal_logits(ids[:split])]
     for t in ids[split:]:
         outs.append(m.causal_logits([t]))
@@ -611,11 +804,15 @@ def round_to(a, dtype):
     raise ValueError(dtype)
 
 
-def weight_specs(cfg, kind="causal", lm_head=False, layout="hf"):
+def weight_specs(cfg, kind="causal", lm_head=False, layout="hf", router_bias=False, variant=None):
     """List of (name, shape, init) in model order; init = (distribution, parameter).
 
-    layout "hf": HF 4.57 keys (spec section 7).  "old": the remote-code layout of spec 7.1.
-    "old_renamed": old shapes (A [H], dt_proj [H, KV*hd], no q/k norm) under the HF 4.57 names."""
+    layout "hf": HF 4.57 keys (spec section 7).  "old": the remote-code V1 layout (spec 7.1, doge-legacy.md 2).
+    "mid": old shapes (A [H], dt_proj [H, KV*hd], no q/k norm) under the HF 4.57 names.
+    router_bias: OLD MoE `router_gate.bias` [2K] (2025-03-17..03-20 files).
+    variant (refusal cases only): "pre_router" (feed_forward.queries_proj.weight [r, D] + feed_forward.keys
+    [2, r/2, K] instead of router_gate, r = expert_retrieval_size), "dt_proj_dec2024" (dt_proj [H, D]),
+    "partial_qk_norm" (q_norm/k_norm in layer 0 only)."""
     D, I, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     lin = lambda fan_out, fan_in: ("normal", 1.0 / math.sqrt(fan_in))
@@ -639,15 +836,16 @@ def weight_specs(cfg, kind="causal", lm_head=False, layout="hf"):
             add(a + n + ".weight", (o, D), lin(o, D))
             if cfg.attention_bias:
                 add(a + n + ".bias", (o,), ("normal", 0.1))
-        nA = H if layout in ("old", "old_renamed") else KV
+        nA = H if layout in ("old", "mid") else KV
+        dt_in = D if variant == "dt_proj_dec2024" else KV * hd
         add(a + "A", (nA,), ("uniform", (-1.0, 0.3)))
-        add(a + "dt_proj.weight", (nA, KV * hd), lin(nA, KV * hd))
+        add(a + "dt_proj.weight", (nA, dt_in), lin(nA, dt_in))
         if cfg.attention_bias:
             add(a + "dt_proj.bias", (nA,), ("normal", 0.3))
         add(a + "o_proj.weight", (D, H * hd), lin(D, H * hd))
         if cfg.attention_bias:
             add(a + "o_proj.bias", (D,), ("normal", 0.1))
-        if layout == "hf":
+        if layout == "hf" and not (variant == "partial_qk_norm" and i > 0):
             add(a + "q_norm.weight", (hd,), one)
             add(a + "k_norm.weight", (hd,), one)
         if layout == "old":
@@ -664,7 +862,14 @@ def weight_specs(cfg, kind="causal", lm_head=False, layout="hf"):
                 add(m + n + ".bias", (o,), ("normal", 0.1))
         if cfg.is_moe:
             K = math.floor(math.sqrt(cfg.num_experts))
-            add(m + "router_gate.weight", (2 * K, D), lin(2 * K, D))
+            if variant == "pre_router":
+                r = cfg.raw["expert_retrieval_size"]
+                add(m + "queries_proj.weight", (r, D), lin(r, D))
+                add(m + "keys", (2, r // 2, K), ("normal", 1.0 / math.sqrt(r // 2)))
+            else:
+                add(m + "router_gate.weight", (2 * K, D), lin(2 * K, D))
+                if router_bias:
+                    add(m + "router_gate.bias", (2 * K,), ("normal", 0.5))
             add(m + "down_embed.weight", (cfg.num_experts, D), ("normal", 1.0 / math.sqrt(D)))
             add(m + "up_embed.weight", (cfg.num_experts, D), ("normal", 1.0))
     add("model.final_layernorm.weight" if layout == "old" else "model.norm.weight", (D,), one)
@@ -813,16 +1018,63 @@ def base_config(**over):
     return c
 
 
+def old_config(**over):
+    """config.json of the remote-code era as released (doge-legacy.md 3.7, 4): auto_map, hidden_bias,
+    dynamic_mask_ratio 0.0, keep_window_size (ignored by the OLD math), transformers 4.48.1, tied, no head_dim,
+    no attention_bias/mlp_bias/sliding_window/norm_topk_prob; keys sorted like PretrainedConfig.to_json_string."""
+    c = {
+        "architectures": ["DogeForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_doge.DogeConfig",
+                     "AutoModelForCausalLM": "modeling_doge.DogeForCausalLM"},
+        "bos_token_id": 0,
+        "dynamic_mask_ratio": 0.0,
+        "eos_token_id": 1,
+        "hidden_act": "silu",
+        "hidden_bias": False,
+        "hidden_dropout": 0.0,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "is_moe": False,
+        "keep_window_size": 2048,
+        "max_position_embeddings": 2048,
+        "model_type": "doge",
+        "num_attention_heads": 4,
+        "num_channels": 3,
+        "num_experts": 2048,
+        "num_experts_per_tok": 8,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": 2,
+        "patch_size": 16,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 2048, "rope_type": "dynamic"},
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.48.1",
+        "use_cache": True,
+        "vocab_size": 128,
+    }
+    c.update(over)
+    return dict(sorted(c.items()))
+
+
 def case(name, notes, config, S, split=None, kind="causal", lm_head=False, omit=(), dtype="F32",
-         data="sorted", shards=1, ids=None, embed_std=1.0, layout="hf", expect_error=None):
+         data="sorted", shards=1, ids=None, embed_std=1.0, layout="hf", expect_error=None, options=None,
+         router_bias=False, variant=None):
     cfg = dict(config)
     for k in omit:
         cfg.pop(k, None)
-    if split is None and kind == "causal" and layout == "hf":
+    if split is None and kind == "causal" and expect_error is None:
         split = max(1, S // 2)
     return dict(name=name, notes=notes, config=cfg, S=S, split=split, kind=kind, lm_head=lm_head,
                 dtype=dtype, data=data, shards=shards, ids=ids, embed_std=embed_std, layout=layout,
-                expect_error=expect_error)
+                expect_error=expect_error, options=options, router_bias=router_bias, variant=variant)
+
+
+def specs_of(c, cfg):
+    return weight_specs(cfg, c["kind"], c["lm_head"], c["layout"], c["router_bias"], c["variant"])
 
 
 def mixed_dtype(name):
@@ -953,14 +1205,70 @@ CASES = [
          omit=("num_key_value_heads", "keep_window_size", "rms_norm_eps", "rope_theta", "tie_word_embeddings",
                "hidden_act", "rope_scaling", "attention_bias", "mlp_bias", "is_moe", "num_experts",
                "num_experts_per_tok", "norm_topk_prob", "sliding_window", "max_position_embeddings")),
-    case("bad_old_layout", "old remote-code layout (spec 7.1): word_embed, pre_layernorm, pre_residual.weight, "
-         "post_layernorm, post_residual.weight, feed_forward.*, final_layernorm, A [H], dt_proj [H, KV*hd], "
-         "no q_norm/k_norm; H = 2*KV. Must be refused.",
-         base_config(num_attention_heads=4, num_key_value_heads=2), S=6, layout="old", expect_error="old"),
-    case("bad_old_layout_renamed", "old-layout tensors under the HF 4.57 names (what a name-only converter "
-         "produces): A [H], dt_proj [H, KV*hd], no q_norm/k_norm; H = 2*KV. Must be refused.",
-         base_config(num_attention_heads=4, num_key_value_heads=2), S=6, layout="old_renamed",
-         expect_error="old"),
+    # the two former refusal cases: files unchanged, now loadable (OLD / MID math of doge-legacy.md 3.3)
+    case("bad_old_layout", "OLD remote-code layout (doge-legacy.md 2) with an HF-4.57-style config (no auto_map, "
+         "hidden_bias or dynamic_mask_ratio: OLD is recognised by the tensor names): word_embed, pre_layernorm, "
+         "pre_residual.weight, post_layernorm, post_residual.weight, feed_forward.*, final_layernorm, A [H], "
+         "dt_proj [H, KV*hd], no q_norm/k_norm; H = 2*KV. OLD math: bias per query head, dense causal; decode split 3",
+         base_config(num_attention_heads=4, num_key_value_heads=2), S=6, split=3, layout="old"),
+    case("bad_old_layout_renamed", "MID layout (small-doge's converter output): OLD tensors under the HF 4.57 "
+         "names: A [H], dt_proj [H, KV*hd], no q_norm/k_norm; H = 2*KV. Bias per query head; keep_window_size 2048 "
+         ">= S so MID's per-query-head top-k does not trigger; decode split 3",
+         base_config(num_attention_heads=4, num_key_value_heads=2), S=6, split=3, layout="mid"),
+    # ---- OLD (remote-code V1) layout and math, doge-legacy.md 2-3 -------------------------------------------------
+    case("old_dense", "OLD dense, released-style config (auto_map, hidden_bias false, dynamic_mask_ratio 0.0, "
+         "transformers 4.48.1, tied, rope dynamic 4 / 2048); GQA H=4, KV=2: A [4], dt_proj [4, 16], bias per QUERY "
+         "head, no q/k norm; decode split 4",
+         old_config(), S=10, split=4, layout="old"),
+    case("old_long", "OLD dense, keep_window_size 8 and S 30: OLD ignores keep_window_size (no top-k at any T, "
+         "all allowed keys attend); rope dynamic 4 / 2048 (no growth) so decode (split 6) == prefill",
+         old_config(keep_window_size=8), S=30, split=6, layout="old"),
+    case("old_dynamic_rope", "OLD dense, rope_scaling dynamic factor 4, max_position_embeddings 16 "
+         "(original_max_position_embeddings 16), head_dim 16, S 40: prefill uses the base for seq_len 40; decode "
+         "split 10 grows the base each step past position 16 (cached keys not re-rotated)",
+         old_config(max_position_embeddings=16, hidden_size=64,
+                    rope_scaling={"factor": 4.0, "original_max_position_embeddings": 16, "rope_type": "dynamic"}),
+         S=40, split=10, layout="old"),
+    case("old_biases", "OLD dense with hidden_bias true: .bias on q,k,v,o,dt_proj [H] and gate,up,down; "
+         "tensor data shuffled; decode split 4",
+         old_config(hidden_bias=True, vocab_size=112), S=10, split=4, layout="old", data="shuffled"),
+    case("old_moe_hf", "OLD router-era CDMoE E=16 (4x4 keys) top_k 4, no router_gate.bias, shared expert "
+         "feed_forward.{gate,up,down}_proj; routing \"hf\" (== HF DogeCDMoE, norm_topk_prob false, view(2,N,K) "
+         "cross-token reinterpretation per call); S 9, decode split 4",
+         old_config(is_moe=True, num_experts=16, num_experts_per_tok=4), S=9, split=4, layout="old",
+         options={"moe_routing": "hf"}),
+    case("old_moe_legacy", "OLD router-era CDMoE E=36 (6x6) top_k 3 WITH router_gate.bias [12]; routing "
+         "\"legacy_2025_03\": (v0, i0) = sort_desc(Rx[n]) of the first view(2,N,K) half only, "
+         "grid[a*K+b] = v0[a] + float(i0[b]), top_k over the grid, expert id = grid position, weights = softmax of "
+         "the top_k grid scores; near-ties guarded in the Rx sort and the grid top_k; S 9, decode split 4",
+         old_config(is_moe=True, num_experts=36, num_experts_per_tok=3), S=9, split=4, layout="old",
+         options={"moe_routing": "legacy_2025_03"}, router_bias=True),
+    case("old_bf16", "OLD dense, all tensors stored BF16 (torch_dtype bfloat16); reference = fp32 compute on the "
+         "bf16 values",
+         old_config(vocab_size=120, torch_dtype="bfloat16"), S=10, split=4, layout="old", dtype="BF16"),
+    # ---- legacy checkpoints the engine must refuse ----------------------------------------------------------------
+    case("err_pre_router_moe", "OLD names, is_moe with the Feb-2025 pre-router CDMoE: feed_forward.queries_proj."
+         "weight [8, D] and feed_forward.keys [2, 4, 4] (expert_retrieval_size 8), no router_gate",
+         old_config(is_moe=True, num_experts=16, num_experts_per_tok=4, expert_retrieval_size=8), S=6,
+         layout="old", variant="pre_router", expect_error="pre-router CDMoE"),
+    case("err_dt_proj_dec2024", "OLD names with the V0/Dec-2024 dt_proj [H, D] = [4, 32] (D 32 != KV*hd 16); "
+         "A [H]; V1-style config",
+         old_config(), S=6, layout="old", variant="dt_proj_dec2024", expect_error="dt_proj"),
+    case("err_v0_config", "config with V0-era fields (inner_values_retrieval_size, num_inner_values, "
+         "cross_domain_intermediate_size; no keep_window_size, transformers 4.46.3); tensors are a valid V1 OLD "
+         "layout, so only the config makes it V0",
+         old_config(inner_values_retrieval_size=8, num_inner_values=1, cross_domain_intermediate_size=64,
+                    transformers_version="4.46.3"), S=6, layout="old", omit=("keep_window_size",),
+         expect_error="V0"),
+    case("err_doge2", "model_type doge2 (Doge2ForCausalLM, transformers 4.51.3); tensors are a valid HF 4.57 doge "
+         "layout, so only model_type forbids it",
+         base_config(model_type="doge2", architectures=["Doge2ForCausalLM"], transformers_version="4.51.3"),
+         S=6, expect_error="doge2"),
+    case("err_mask_ratio", "OLD layout and config with dynamic_mask_ratio 0.2 (kthvalue masking, non-causal within a "
+         "call)",
+         old_config(dynamic_mask_ratio=0.2), S=6, layout="old", expect_error="dynamic_mask_ratio"),
+    case("err_partial_qk_norm", "HF 4.57 layout (A [KV]) but self_attn.q_norm/k_norm only in layer 0 of 2",
+         base_config(), S=6, variant="partial_qk_norm", expect_error="q_norm"),
 ]
 
 
@@ -1000,18 +1308,18 @@ def build(c, attempt):
     seed = (zlib.crc32(c["name"].encode()) % 100000) * 1000 + attempt
     rng = np.random.default_rng(seed)
     dtype_of = c["dtype"] if callable(c["dtype"]) else (lambda n, d=c["dtype"]: d)
-    specs = weight_specs(cfg, c["kind"], c["lm_head"], c["layout"])
+    specs = specs_of(c, cfg)
     tensors = make_weights(specs, rng, dtype_of)
     ids = make_ids(c, cfg, rng)
     res = dict(cfg=cfg, seed=seed, specs=specs, tensors=tensors, ids=ids, rng=rng, checks={})
-    if c["layout"] != "hf":
+    if c["expect_error"]:
         return res
     w = {n: a for n, (a, _) in tensors.items()}
-    prefill, probe = run_prefill(cfg, w, c["kind"], ids)
+    prefill, probe = run_prefill(cfg, w, c["kind"], ids, c["layout"], c["options"])
     res["prefill"] = prefill
     gaps = [argmax_gap(prefill)]
     if c["kind"] == "causal":
-        decode, dprobe = run_decode(cfg, w, ids, c["split"])
+        decode, dprobe = run_decode(cfg, w, ids, c["split"], c["layout"], c["options"])
         res["decode"] = decode
         gaps.append(argmax_gap(decode))
         probe.merge(dprobe)
@@ -1021,8 +1329,10 @@ def build(c, attempt):
         res["checks"]["topk_rows"] = probe.topk_rows
     if cfg.is_moe:
         res["checks"]["min_moe_rel_gap"] = probe.moe_gap
+    if probe.sort_gap < math.inf:
+        res["checks"]["min_router_sort_rel_gap"] = probe.sort_gap
     ok = (min(gaps) > ARGMAX_REL_GAP and probe.topk_gap >= SELECT_REL_GAP and probe.moe_gap >= SELECT_REL_GAP
-          and np.all(np.isfinite(prefill)))
+          and probe.sort_gap >= SELECT_REL_GAP and np.all(np.isfinite(prefill)))
     return res if ok else None
 
 
@@ -1043,6 +1353,10 @@ def write_case(outdir, c):
     model_order = [n for n, _, _ in res["specs"]]
     write_checkpoint(d, res["tensors"], model_order, c["shards"], c["data"], res["rng"])
     meta = {"name": c["name"], "kind": c["kind"], "ids": res["ids"], "notes": c["notes"], "seed": res["seed"]}
+    if c["layout"] != "hf":
+        meta["layout"] = c["layout"]
+    if c["options"]:
+        meta["options"] = c["options"]
     if c["expect_error"]:
         meta.update(kind="error", expect_error=c["expect_error"], shape=None, prefill=None, decode=None)
     else:
@@ -1172,9 +1486,124 @@ def check_topk_path(outdir):
     return rows
 
 
+def _case_on_disk(outdir, name):
+    d = os.path.join(outdir, name)
+    cfg = Config(json.load(open(os.path.join(d, "config.json"))))
+    w = {n: a for n, (a, _) in load_case_tensors(d).items()}
+    return cfg, w, json.load(open(os.path.join(d, "case.json")))
+
+
+def _spy(cls, attr, record):
+    """Replace cls.attr by a wrapper that appends (self, args, result) to `record`; returns the original."""
+    orig = getattr(cls, attr)
+
+    def wrapper(self, *args):
+        out = orig(self, *args)
+        record.append((self, args, out))
+        return out
+
+    setattr(cls, attr, wrapper)
+    return orig
+
+
+def _run_case(cfg, w, meta):
+    lay, opt = meta.get("layout", "hf"), meta.get("options")
+    run_prefill(cfg, w, "causal", meta["ids"], lay, opt)
+    run_decode(cfg, w, meta["ids"], meta["decode"]["split"], lay, opt)
+
+
+def check_old_no_topk(outdir):
+    """old_long: at every T (also T > keep_window_size) every allowed key keeps exactly its bias, forbidden keys are
+    MIN; the bias rows of query heads sharing a kv head differ (A/dt_proj per query head)."""
+    cfg, w, meta = _case_on_disk(outdir, "old_long")
+    seen = []
+    orig = _spy(OldDogeAttention, "dynamic_mask", seen)
+    try:
+        _run_case(cfg, w, meta)
+    finally:
+        OldDogeAttention.dynamic_mask = orig
+    rows = wide = 0
+    for att, (dyn, S, P), out in seen:
+        H, T = dyn.shape
+        assert H == cfg.num_attention_heads and not np.array_equal(dyn[0], dyn[1]), "bias must be per query head"
+        for i in range(S):
+            allowed = np.arange(T) <= P + i
+            for h in range(H):
+                assert np.array_equal(out[h, i, allowed], dyn[h, allowed]), ("old_long: allowed key masked", h, i, P)
+                assert np.all(out[h, i, ~allowed] == MIN), ("old_long: future key not masked", h, i, P)
+            rows += 1
+            wide += int(allowed.sum() > cfg.keep_window_size)
+    assert wide > 0, "old_long never exceeded keep_window_size"
+    return rows, wide
+
+
+def legacy_routing_literal(R, N, K, top_k):
+    """Line-by-line transcription of the 2025-03-13..04-14 routing on one router output R [N, 2K] (python lists,
+    fp32 adds): returns [(top_k scores, expert ids)] per token."""
+    flat = [F32(v) for v in np.asarray(R, F32).reshape(-1)]
+    routing_weights = [[flat[(p * N + n) * K:(p * N + n + 1) * K] for n in range(N)] for p in range(2)]  # view(2,N,K)
+
+    def topk(rows, k):  # torch.topk(k, dim=-1) of a [N, K] tensor -> (values, indices), sorted descending
+        vals, idx = [], []
+        for row in rows:
+            order = sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]
+            vals.append([row[j] for j in order])
+            idx.append(order)
+        return vals, idx
+
+    (scores_x, scores_y), (indices_x, indices_y) = [topk(rw, K) for rw in routing_weights]
+    out = []
+    for n in range(N):
+        # all_scores = scores_x.unsqueeze(-1) + scores_y.unsqueeze(-2) -> view(-1): float32 + int64 -> float32
+        all_scores = [F32(scores_x[n][a] + F32(scores_y[n][b])) for a in range(K) for b in range(K)]
+        scores, indices = topk([all_scores], top_k)  # indices = grid positions, used as expert ids
+        out.append((scores[0], indices[0]))
+    return out
+
+
+def check_moe_routings(outdir, names):
+    """old_moe_legacy: vectorised legacy routing == literal transcription (exact); old_moe_hf: OldCDMoE("hf") ==
+    the HF DogeCDMoE module of this file on the same inputs.  Both over every prefill/decode call."""
+    msgs = []
+    if "old_moe_legacy" in names:
+        cfg, w, meta = _case_on_disk(outdir, "old_moe_legacy")
+        seen = []
+        orig = _spy(OldCDMoE, "route", seen)
+        try:
+            _run_case(cfg, w, meta)
+        finally:
+            OldCDMoE.route = orig
+        tokens = 0
+        for moe, (x,), (scores, ids) in seen:
+            assert moe.routing == "legacy_2025_03" and moe.router[1] is not None
+            lit = legacy_routing_literal(linear(x, *moe.router), x.shape[0], moe.num_keys, moe.top_k)
+            for n, (ls, li) in enumerate(lit):
+                assert ids[n].tolist() == li and scores[n].tolist() == [float(v) for v in ls], ("legacy", n)
+                tokens += 1
+        msgs.append("  (g) legacy_2025_03 routing == literal transcription on %d token routings (%d calls)"
+                    % (tokens, len(seen)))
+    if "old_moe_hf" in names:
+        cfg, w, meta = _case_on_disk(outdir, "old_moe_hf")
+        seen = []
+        orig = _spy(OldCDMoE, "__call__", seen)
+        try:
+            _run_case(cfg, w, meta)
+        finally:
+            OldCDMoE.__call__ = orig
+        worst = 0.0
+        for moe, (x,), out in seen:
+            assert moe.routing == "hf" and moe.router[1] is None
+            ref = DogeCDMoE(cfg, w, moe.prefix, Probe())(x)
+            worst = max(worst, float(np.max(np.abs(out - ref)) / np.max(np.abs(ref))))
+        assert worst <= 1e-6, ("old_moe_hf: OLD hf routing != HF DogeCDMoE", worst)
+        msgs.append("  (h) OLD \"hf\" routing == HF DogeCDMoE on %d calls (max rel diff %.1e)" % (len(seen), worst))
+    return msgs
+
+
 def selfcheck(outdir, names):
     print("self-check:", flush=True)
     n_files = 0
+    equal = set()
     for c in CASES:
         if c["name"] not in names:
             continue
@@ -1184,27 +1613,33 @@ def selfcheck(outdir, names):
         n_files += len([f for f in os.listdir(d) if f.endswith(".safetensors")])
         cfg = Config(json.load(open(os.path.join(d, "config.json"))))
         cfg.embed_std = c["embed_std"]
-        expect_names = {n for n, _, _ in weight_specs(cfg, c["kind"], c["lm_head"], c["layout"])}
+        expect_names = {n for n, _, _ in specs_of(c, cfg)}
         assert set(tensors) == expect_names, (c["name"], set(tensors) ^ expect_names)
+        assert meta.get("layout", "hf") == c["layout"] and meta.get("options") == c["options"], c["name"]
         if meta["kind"] == "error":
+            assert meta["expect_error"] == c["expect_error"] and not any(
+                f.startswith("expected") for f in os.listdir(d)), c["name"]
             continue
         # (d) recompute from what is on disk: must reproduce the expected files exactly
         w = {n: a for n, (a, _) in tensors.items()}
+        lay, opt = meta.get("layout", "hf"), meta.get("options")
         ref = np.fromfile(os.path.join(d, meta["prefill"]), "<f4").reshape(meta["shape"])
-        got, _ = run_prefill(cfg, w, meta["kind"], meta["ids"])
+        got, _ = run_prefill(cfg, w, meta["kind"], meta["ids"], lay, opt)
         assert np.array_equal(got, ref), (c["name"], "prefill not reproducible from disk")
         if meta["decode"]:
             dref = np.fromfile(os.path.join(d, meta["decode"]["file"]), "<f4").reshape(meta["shape"])
-            dgot, _ = run_decode(cfg, w, meta["ids"], meta["decode"]["split"])
+            dgot, _ = run_decode(cfg, w, meta["ids"], meta["decode"]["split"], lay, opt)
             assert np.array_equal(dgot, dref), (c["name"], "decode not reproducible from disk")
             # (b) decode == prefill where HF semantics make them equal
-            # (top-k is per query row over the keys it may see, so it does not break this equality)
+            # (top-k is per query row over the keys it may see, so it does not break this equality;
+            #  OLD/MID: dense causal + additive bias, the same argument without top-k)
             S = len(meta["ids"])
             static_rope = cfg.rope_type not in ("dynamic", "longrope") or (
                 cfg.rope_type == "dynamic" and S <= cfg.max_position_embeddings)
             if static_rope and not cfg.is_moe:
                 rel = float(np.max(np.abs(dref - ref)) / np.max(np.abs(ref)))
                 assert rel <= 1e-5, (c["name"], "decode != prefill", rel)
+                equal.add(c["name"])
                 print("  %-28s decode == prefill (max rel diff %.2e)" % (c["name"], rel))
             else:
                 rel = float(np.max(np.abs(dref - ref)) / np.max(np.abs(ref)))
@@ -1213,6 +1648,17 @@ def selfcheck(outdir, names):
     print("  (a) %d safetensors files re-read and validated" % n_files)
     if "topk_window" in names:
         print("  (c) top-k path matches brute force on %d rows" % check_topk_path(outdir))
+    # (e) OLD dense without RoPE growth: decode must equal prefill (no top-k, no cross-token routing)
+    for n in ("old_dense", "old_long"):
+        if n in names:
+            assert n in equal, (n, "OLD dense decode == prefill was not checked")
+    if names & {"old_dense", "old_long"}:
+        print("  (e) OLD dense decode == prefill: %s" % ", ".join(sorted(names & {"old_dense", "old_long"})))
+    if "old_long" in names:
+        print("  (f) old_long: no top-k, exact per-query-head bias on %d mask rows (%d rows with more keys than "
+              "keep_window_size)" % check_old_no_topk(outdir))
+    for m in check_moe_routings(outdir, names):
+        print(m)
     # a few unit checks of helpers
     x = np.array([1.0, 1.00390625, 1.0078125, 1.01171875, 3.1415927, -2.5e-3], F32)
     y = round_bf16(x)
