@@ -34,6 +34,8 @@ for (const build of ['single', 'threads']) {
       assert.equal(model.info.task, 'causal-lm');
       assert.equal(model.info.vocabSize, 320);
       assert.ok(model.info.hasChatTemplate);
+      assert.equal(model.info.layout, 'transformers');
+      assert.equal(model.info.isMoe, false);
     });
 
     test('greedy generation equals step-by-step argmax of logits', async () => {
@@ -146,6 +148,19 @@ test('a list of Files loads like a directory (the browser file picker path)', as
   assert.ok(model.info.hasChatTemplate);
   await model.dispose();
   await local.dispose();
+});
+
+test('an original-layout MoE checkpoint loads with either routing mode, which the info reports', async () => {
+  const { CASES_DIR } = await import('./helpers.js');
+  const dir = `${CASES_DIR}/old_moe_legacy`;
+  const hf = await loadModel(dir, { build: 'single' });
+  const legacy = await loadModel(dir, { build: 'single', moeRouting: 'legacy_2025_03' });
+  assert.equal(hf.info.layout, 'original');
+  assert.deepEqual([hf.info.moeRouting, legacy.info.moeRouting], ['hf', 'legacy_2025_03']);
+  assert.notDeepEqual(await hf.logits([1, 2, 3]), await legacy.logits([1, 2, 3]));
+  await hf.dispose();
+  await legacy.dispose();
+  await assert.rejects(loadModel(dir, { moeRouting: 'other' }), (e) => e.code === 'BAD_ARGUMENT' && /moeRouting must be one of hf, legacy_2025_03/.test(e.message));
 });
 
 describe('loading over HTTP in the hub layout', () => {

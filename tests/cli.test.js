@@ -38,6 +38,12 @@ test('generate --ids, --chat with --system, sampling options and --seed', async 
   assert.equal(chat.stats.threads, 2);
 });
 
+test('--verbose reports the checkpoint layout and the engine', () => {
+  const r = runCli(['generate', '--model', dir, '--ids', '0,5', '--max-new-tokens', '1', '--verbose', '--build', 'single']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^model: transformers layout, causal-lm, vocabulary 320; engine: single build, 1 thread \(single-thread build requested\)/);
+});
+
 test('chat reads turns from stdin and keeps the conversation', () => {
   const r = run(process.execPath, [`${ROOT}js/cli.js`, 'chat', '--model', dir, '--max-new-tokens', '4', '--temperature', '0'], { input: 'hello\nhow are you\n/reset\nagain\n' });
   assert.equal(r.code, 0, r.stderr);
