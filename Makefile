@@ -34,7 +34,7 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 # a caller that blocks; the thread pool then runs with the threads it has.
 WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
-.PHONY: all native wasm web serve demo check-torch deps deps-apt deps-npm test test-c test-js cases clean
+.PHONY: all native wasm web serve demo check-torch fuzz test-fuzz test-sanitizers deps deps-apt deps-npm test test-c test-js cases clean
 
 all: deps native wasm web
 
@@ -81,7 +81,7 @@ dist/package.json:
 	echo '{"type": "commonjs"}' > $@
 
 # ---- dependencies (idempotent) ------------------------------------------------------------------------
-APT_PACKAGES := emscripten python3-numpy chromium
+APT_PACKAGES := emscripten python3-numpy chromium clang libclang-rt-14-dev
 deps: deps-apt deps-npm
 deps-apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -110,7 +110,38 @@ test-c: build/native/test_core
 test-js: all cases
 	node --test --test-concurrency=1 --test-timeout=600000 tests/
 
-test: test-c test-js
+# ---- sanitizers and fuzzing -----------------------------------------------------------------------------
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+build/asan/doge-native: $(NATIVE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) $(NATIVE_SRC) -lm -o $@
+build/asan/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
+
+# The C unit tests and every native parity case under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-sanitizers: build/asan/doge-native build/asan/test_core cases
+	build/asan/test_core
+	DOGE_NATIVE=build/asan/doge-native node --test --test-name-pattern='native build' tests/parity.test.js
+
+FUZZ_TARGETS := json config loader
+FUZZ_BINS := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	clang $(CFLAGS_COMMON) -O1 -g -pthread -fsanitize=fuzzer $(SAN_FLAGS) $< $(CORE_SRC) -lm -o $@
+# make fuzz FUZZ_SECONDS=600 for a long run; make test runs each target briefly from the committed seeds.
+FUZZ_SECONDS ?= 120
+fuzz: $(FUZZ_BINS)
+	@for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/corpus-$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		ASAN_OPTIONS=allocator_may_return_null=1 build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+			-print_final_stats=1 build/fuzz/corpus-$$t tests/fuzz/corpus/$$t > build/fuzz/$$t.log 2>&1 \
+			|| { tail -40 build/fuzz/$$t.log; echo "fuzz target $$t failed (crash input in the current directory)"; exit 1; }; \
+		grep -E 'number_of_executed_units|new_units_added' build/fuzz/$$t.log; done
+test-fuzz:
+	$(MAKE) fuzz FUZZ_SECONDS=10
+
+test: test-c test-sanitizers test-fuzz test-js
 
 clean:
 	rm -rf build dist

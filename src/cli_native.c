@@ -82,12 +82,14 @@ int main(int argc, char **argv) {
     int32_t *ids;
     int n;
     if (parse_ids(ids_text, &ids, &n)) {
+        free(ids);
         fprintf(stderr, "doge-native: --ids must be a comma-separated list of integers\n");
         return 2;
     }
     DogeError err = {0};
     DogeModel *m = doge_load_dir(model_dir, (size_t)chunk, &err);
     if (!m) {
+        free(ids);
         fprintf(stderr, "doge-native: %s: %s\n", doge_status_name(err.code), err.msg);
         return 2;
     }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CASES_DIR = `${ROOT}build/cases`;
-export const NATIVE = `${ROOT}build/native/doge-native`;
+export const NATIVE = process.env.DOGE_NATIVE ?? `${ROOT}build/native/doge-native`; // tests/ can run an ASan build
 export const CLI = `${ROOT}js/cli.js`;
 
 /** The reference cases written by tests/reference/make_cases.py (see `make cases`). */
