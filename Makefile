@@ -15,7 +15,7 @@ NATIVE_SRC := $(CORE_SRC) src/load_dir.c src/cli_native.c
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -ffp-contract=off -Wall -Wextra
 NATIVE_CFLAGS := $(CFLAGS_COMMON) -O3 -pthread
 
-WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loader_feed _doge_loader_end_file \
+WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loader_feed _doge_loader_end_file _doge_loader_restart_file \
 	_doge_loader_finish _doge_loader_free _doge_loader_weight_bytes _doge_model_free _doge_model_task \
 	_doge_model_vocab_size _doge_model_num_labels _doge_model_max_position_embeddings _doge_model_tied_head \
 	_doge_model_weights_hash _doge_session_new _doge_session_free _doge_session_reset _doge_session_pos \

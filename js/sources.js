@@ -5,6 +5,7 @@
  * @module sources
  */
 import { DogeError } from './errors.js';
+import { download } from './download.js';
 
 export const DEFAULT_HUB = 'https://huggingface.co';
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
@@ -13,18 +14,20 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
  * @typedef {object} ModelSource
  * @property {string} label how the source is named in messages
  * @property {(file: string) => Promise<string|null>} readText a small file's text, null when it does not exist
- * @property {(file: string, opts?: {signal?: AbortSignal}) => Promise<{size: number|null, chunks: AsyncIterable<Uint8Array>}>} open
+ * @property {(file: string, opts?: {signal?: AbortSignal}) => Promise<{size: number|null, chunks: AsyncIterable<Uint8Array|symbol>}>} open
+ *   chunks may yield download.RESTART: the file starts over from byte 0
  */
 
 /**
  * @param {string|Iterable<File|Blob>|ModelSource} source
- * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch}} [opts]
+ * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch, download?: object}} [opts] download: retries,
+ *   backoffMs, stallMs of resumed downloads (js/download.js)
  * @returns {Promise<ModelSource>}
  */
 export async function openSource(source, opts = {}) {
   if (source && typeof source === 'object' && typeof source.open === 'function') return source;
   if (typeof source === 'string') {
-    if (/^https?:\/\//.test(source)) return urlSource(source.replace(/\/+$/, ''), opts.fetch);
+    if (/^https?:\/\//.test(source)) return urlSource(source.replace(/\/+$/, ''), opts);
     const isNode = typeof process === 'object' && process.versions?.node;
     if (isNode) {
       const { stat } = await import('node:fs/promises');
@@ -35,7 +38,7 @@ export async function openSource(source, opts = {}) {
     if (REPO_ID.test(source)) {
       const host = (opts.hubHost ?? DEFAULT_HUB).replace(/\/+$/, '');
       const prefix = `${host}/${source}/resolve/${encodeURIComponent(opts.revision ?? 'main')}`;
-      return { ...urlSource(prefix, opts.fetch), label: source };
+      return { ...urlSource(prefix, opts), label: source };
     }
     throw new DogeError('BAD_ARGUMENT', `${source}: not a directory, URL or Hugging Face repo id`);
   }
@@ -66,7 +69,7 @@ function dirSource(dir) {
   };
 }
 
-function urlSource(prefix, fetchImpl = globalThis.fetch) {
+function urlSource(prefix, { fetch: fetchImpl = globalThis.fetch, download: downloadOpts } = {}) {
   const get = async (file, signal) => {
     const url = `${prefix}/${file}`;
     let res;
@@ -86,12 +89,8 @@ function urlSource(prefix, fetchImpl = globalThis.fetch) {
       if (!res.ok) throw new DogeError('NETWORK', `${url}: HTTP ${res.status}`, { file });
       return res.text();
     },
-    async open(file, { signal } = {}) {
-      const { res, url } = await get(file, signal);
-      if (res.status === 404) throw new DogeError('NOT_FOUND', `${url}: HTTP 404`, { file });
-      if (!res.ok || !res.body) throw new DogeError('NETWORK', `${url}: HTTP ${res.status}`, { file });
-      const length = Number(res.headers.get('content-length'));
-      return { size: Number.isFinite(length) && length > 0 ? length : null, chunks: res.body };
+    open(file, { signal } = {}) {
+      return download(fetchImpl, `${prefix}/${file}`, file, { ...downloadOpts, signal });
     },
   };
 }

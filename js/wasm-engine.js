@@ -150,6 +150,11 @@ export class WasmLoader {
     }
   }
 
+  /** Forgets what arrived of the current file; it is fed again from byte 0. */
+  restartFile() {
+    this.check(this.engine.mod._doge_loader_restart_file(this.handle, this.engine.errPtr));
+  }
+
   endFile() {
     this.check(this.engine.mod._doge_loader_end_file(this.handle, this.engine.errPtr));
   }

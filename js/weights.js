@@ -4,6 +4,7 @@
  * @module weights
  */
 import { DogeError } from './errors.js';
+import { RESTART } from './download.js';
 
 /**
  * The safetensors files of a model: the shards named by model.safetensors.index.json, or model.safetensors.
@@ -51,6 +52,12 @@ export async function streamWeights(engine, source, configText, { onProgress, si
       try {
         for await (const chunk of chunks) {
           if (signal?.aborted) break;
+          if (chunk === RESTART) { // the server could not resume: the file comes again from byte 0
+            loader.restartFile();
+            loaded = 0;
+            onProgress?.({ file, loaded, total: size });
+            continue;
+          }
           const bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
           loader.feed(bytes);
           loaded += bytes.length;

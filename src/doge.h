@@ -49,6 +49,9 @@ DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err)
 int doge_loader_begin_file(DogeLoader *ld, const char *file_name, DogeError *err);
 int doge_loader_feed(DogeLoader *ld, const uint8_t *bytes, size_t n, DogeError *err);
 int doge_loader_end_file(DogeLoader *ld, DogeError *err);
+/* Forgets what arrived of the current file so that it can be fed again from byte 0 (a download that has to
+ * start over, e.g. from a server without HTTP Range support). */
+int doge_loader_restart_file(DogeLoader *ld, DogeError *err);
 /* Returns the model (ownership moves to the caller) once every required tensor has arrived. */
 DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err);
 void doge_loader_free(DogeLoader *ld);

@@ -610,6 +610,21 @@ int doge_loader_feed(DogeLoader *ld, const uint8_t *bytes, size_t n, DogeError *
     return DOGE_OK;
 }
 
+int doge_loader_restart_file(DogeLoader *ld, DogeError *err) {
+    if (ld->failed || ld->state == ST_IDLE) {
+        doge_set_error(err, DOGE_ERR_INPUT, "%s: no file to restart", ld->file);
+        return err->code;
+    }
+    for (int i = 0; i < ld->n_entries; i++) /* this file's tensors arrive again from the start */
+        if (ld->entries[i].slot) ld->entries[i].slot->loaded = 0;
+    char file[MAX_NAME];
+    snprintf(file, sizeof file, "%s", ld->file);
+    reset_file_state(ld);
+    snprintf(ld->file, sizeof ld->file, "%s", file);
+    ld->state = ST_HEADER_LEN;
+    return DOGE_OK;
+}
+
 int doge_loader_end_file(DogeLoader *ld, DogeError *err) {
     if (ld->failed) {
         doge_set_error(err, DOGE_ERR_INPUT, "%s: the loader already failed", ld->file);
@@ -661,6 +676,19 @@ DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
         doge_set_error(err, DOGE_ERR_INPUT, "no safetensors file was fed");
         ld->failed = 1;
         return NULL;
+    }
+    /* Weights must be finite: a NaN or infinity would silently poison every logit. */
+    for (int i = 0; i < ld->n_slots; i++) {
+        const Slot *sl = &ld->slots[i];
+        if (!sl->loaded) continue;
+        const uint32_t *bits = (const uint32_t *)*sl->dst;
+        for (size_t k = 0, n = slot_floats(sl); k < n; k++)
+            if ((bits[k] & 0x7F800000u) == 0x7F800000u) {
+                doge_set_error(err, DOGE_ERR_TENSOR, "%s: tensor '%s' has a non-finite value (NaN or infinity) at element %zu",
+                               sl->file, sl->name, k);
+                ld->failed = 1;
+                return NULL;
+            }
     }
     for (int i = 0; i < ld->n_slots; i++) /* optional tensors the checkpoint lacks */
         if (!ld->slots[i].required && !ld->slots[i].loaded && ld->slots[i].dst != &m->lm_head_owned) *ld->slots[i].dst = NULL;

@@ -1,0 +1,137 @@
+// The loader against a fault-injecting HTTP server: dropped connections, stalls, servers without Range
+// support, lying Content-Length, HTTP errors. Every scenario ends in identical weights or a clear error.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Engine } from '../js/wasm-engine.js';
+import { openSource } from '../js/sources.js';
+import { streamWeights } from '../js/weights.js';
+import { writeTinyModel } from './fixtures.js';
+
+const dir = mkdtempSync(`${tmpdir()}/doge-faults-`);
+writeTinyModel(dir);
+const files = Object.fromEntries(['config.json', 'model.safetensors'].map((f) => [f, readFileSync(`${dir}/${f}`)]));
+
+/** Per scenario (first path segment), what the n-th request for model.safetensors does. */
+const SCENARIOS = {
+  ok: () => 'serve',
+  drop: (n) => (n === 0 ? 'drop-half' : 'serve'),
+  dropmany: (n) => (n < 3 ? 'drop-half' : 'serve'),
+  norange: (n) => (n === 0 ? 'drop-half' : 'serve-ignoring-range'),
+  stall: (n) => (n === 0 ? 'stall-half' : 'serve'),
+  shortlength: (n) => (n === 0 ? 'claim-more' : 'serve'),
+  longbody: () => 'send-more',
+  e500: () => 'status-500',
+  flaky500: (n) => (n === 0 ? 'drop-half' : 'status-500'),
+  forever: () => 'drop-half',
+  silent: () => 'no-answer',
+};
+
+let server;
+let base;
+const counts = {};
+before(async () => {
+  server = createServer((req, res) => {
+    const [, scenario, file] = req.url.split('/');
+    const body = files[file];
+    if (!body) return res.writeHead(404).end();
+    if (file !== 'model.safetensors') return res.writeHead(200, { 'content-length': body.length }).end(body);
+    if (!SCENARIOS[scenario]) return res.writeHead(404).end();
+    const n = (counts[scenario] = (counts[scenario] ?? 0) + 1) - 1;
+    const action = SCENARIOS[scenario](n);
+    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = range && action === 'serve' ? Number(range[1]) : 0;
+    const part = body.subarray(start);
+    const headers = { 'content-length': part.length, 'accept-ranges': 'bytes' };
+    if (range && action === 'serve') Object.assign(headers, { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
+    switch (action) {
+      case 'serve':
+      case 'serve-ignoring-range':
+        res.writeHead(range && action === 'serve' ? 206 : 200, headers);
+        return res.end(part);
+      case 'drop-half':
+        res.writeHead(200, headers);
+        res.write(part.subarray(0, part.length >> 1));
+        return setTimeout(() => res.socket.destroy(), 20);
+      case 'stall-half':
+        res.writeHead(200, headers);
+        return res.write(part.subarray(0, part.length >> 1)); // and then nothing, connection open
+      case 'claim-more':
+        res.writeHead(200, { ...headers, 'content-length': part.length + 1000 });
+        res.write(part);
+        return setTimeout(() => res.socket.destroy(), 20);
+      case 'send-more':
+        res.writeHead(200, { ...headers, 'content-length': part.length - 1000 });
+        return res.end(part);
+      case 'status-500':
+        return res.writeHead(500).end('boom');
+      case 'no-answer':
+        return undefined; // never answers
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${server.address().port}`;
+});
+after(() => {
+  server.closeAllConnections();
+  return new Promise((r) => server.close(r));
+});
+
+async function load(scenario, events = []) {
+  const engine = await Engine.create({ build: 'single' });
+  try {
+    const source = await openSource(`${base}/${scenario}`, { download: { retries: 4, backoffMs: 5, stallMs: 300 } });
+    const model = await streamWeights(engine, source, await source.readText('config.json'), { onProgress: (p) => events.push(p) });
+    const hash = model.weightsHash();
+    model.free();
+    return hash;
+  } finally {
+    engine.dispose();
+  }
+}
+
+let expected;
+test('a plain download gives the reference weights', async () => {
+  expected = await load('ok');
+  assert.match(expected, /^[0-9a-f]{16}$/);
+});
+
+test('a dropped connection resumes with a Range request; progress continues', async () => {
+  const events = [];
+  assert.equal(await load('drop', events), expected);
+  const loaded = events.map((e) => e.loaded);
+  for (let i = 1; i < loaded.length; i++) assert.ok(loaded[i] >= loaded[i - 1], 'progress never goes back');
+  assert.equal(loaded.at(-1), files['model.safetensors'].length);
+});
+
+test('several drops in a row are retried', async () => {
+  assert.equal(await load('dropmany'), expected);
+});
+
+test('a server without Range support restarts the file cleanly', async () => {
+  const events = [];
+  assert.equal(await load('norange', events), expected);
+  assert.ok(events.some((e, i) => i > 0 && e.loaded === 0), 'progress restarts at 0');
+});
+
+test('a stalled connection is abandoned and resumed', async () => {
+  assert.equal(await load('stall'), expected);
+});
+
+test('a Content-Length that promises more than the file holds ends in a clear error', async () => {
+  await assert.rejects(load('shortlength'), (e) => ['NETWORK', 'BAD_SAFETENSORS'].includes(e.code) && /model\.safetensors/.test(e.message));
+});
+
+test('a body cut short by a lying Content-Length is a clear error', async () => {
+  await assert.rejects(load('longbody'), (e) => e.code === 'BAD_SAFETENSORS' && /model\.safetensors: the file is truncated/.test(e.message));
+});
+
+test('HTTP errors and endless failures end in clear errors', async () => {
+  await assert.rejects(load('e500'), (e) => e.code === 'NETWORK' && /model\.safetensors: HTTP 500/.test(e.message));
+  await assert.rejects(load('flaky500'), (e) => e.code === 'NETWORK' && /gave up after 4 retries at byte \d+: HTTP 500 when resuming/.test(e.message));
+  await assert.rejects(load('forever'), (e) => e.code === 'NETWORK' && /gave up after 4 retries/.test(e.message));
+  await assert.rejects(load('silent'), (e) => e.code === 'NETWORK' && /model\.safetensors: no response within 300 ms/.test(e.message));
+  await assert.rejects(load('nothere'), (e) => e.code === 'NOT_FOUND' && /model\.safetensors: HTTP 404/.test(e.message));
+});
