@@ -32,6 +32,8 @@ export interface LoadOptions {
   /** CDMoE routing of MoE models: 'hf' (default; transformers 4.57) or 'legacy_2025_03', the original code of
    * 2025-03-13..04-14 that some original-layout MoE checkpoints were trained with (not validated on real weights). */
   moeRouting?: 'hf' | 'legacy_2025_03';
+  /** Resumed downloads: retries (default 5), backoffMs (250, doubling), stallMs (30000). */
+  download?: { retries?: number; backoffMs?: number; stallMs?: number };
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
 }

@@ -104,9 +104,11 @@ export class DogeModel {
     return this.rpc.request('logits', { ids: Array.from(ids) });
   }
 
-  /** Frees the worker and all its memory. A running generation is aborted. */
+  /** Frees the worker and all its memory. A running generation is aborted first (its stream ends with
+   * stopReason 'abort'). */
   async dispose() {
     if (this.rpc.dead) return;
+    this.rpc.abortAll();
     try {
       await Promise.race([this.rpc.request('dispose', {}), new Promise((r) => setTimeout(r, 1000))]);
     } finally {

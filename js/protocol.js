@@ -91,6 +91,11 @@ export class RpcClient {
     });
   }
 
+  /** Asks the worker to stop every request in flight. */
+  abortAll() {
+    for (const id of this.pending.keys()) this.worker.post({ type: 'abort', target: id });
+  }
+
   terminate() {
     this.fail(new DogeError('DISPOSED', 'the model was disposed'));
     this.worker.terminate();

@@ -6,6 +6,9 @@
 import { DogeError } from './errors.js';
 import { RESTART } from './download.js';
 
+/** Weights that still leave room for the KV cache, activations and the runtime in 4 GiB of wasm memory. */
+const MAX_WEIGHT_BYTES = 2 ** 32 - 2 ** 28;
+
 /**
  * The safetensors files of a model: the shards named by model.safetensors.index.json, or model.safetensors.
  * @param {import('./sources.js').ModelSource} source
@@ -43,6 +46,11 @@ export async function weightFiles(source) {
 export async function streamWeights(engine, source, configText, { onProgress, signal } = {}) {
   const loader = engine.createLoader(configText);
   try {
+    // refuse before downloading what cannot fit: wasm32 memory ends at 4 GiB
+    if (loader.weightBytes > MAX_WEIGHT_BYTES) {
+      throw new DogeError('OUT_OF_MEMORY', `config.json: the model needs ${(loader.weightBytes / 2 ** 30).toFixed(2)} GiB of fp32 weights; ` +
+        `wasm memory holds at most 4 GiB`, { file: 'config.json' });
+    }
     for (const file of await weightFiles(source)) {
       if (signal?.aborted) throw new DogeError('ABORTED', `${file}: loading aborted`, { file });
       const { size, chunks } = await source.open(file, { signal });

@@ -31,10 +31,16 @@ function requireTokenizer() {
   return tokenizer;
 }
 
+function checkText(text) {
+  if (!text.isWellFormed()) throw new DogeError('BAD_INPUT', 'the text contains a lone UTF-16 surrogate (not valid Unicode)');
+  return text;
+}
+
 function promptIds(input) {
   const s = requireState();
-  if (typeof input === 'string') return requireTokenizer().encode(input);
+  if (typeof input === 'string') return requireTokenizer().encode(checkText(input));
   if (Array.isArray(input) && input.length > 0 && typeof input[0] === 'object') {
+    for (const m of input) checkText(String(m?.content ?? ''));
     return requireTokenizer().encode(requireTokenizer().applyChatTemplate(input), { addSpecialTokens: false });
   }
   const ids = Array.from(input ?? []);
@@ -62,6 +68,9 @@ serveRpc({
         onProgress: (p) => ctx.emit('progress', p),
         signal: ctx.signal,
       });
+      if (tokenizer && tokenizer.vocabSize > model.vocabSize) {
+        throw new DogeError('BAD_TOKENIZER', `tokenizer.json has ${tokenizer.vocabSize} tokens but the model's vocabulary (config.json vocab_size) is ${model.vocabSize}`, { file: 'tokenizer.json' });
+      }
       if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
       const session = model.createSession(options.contextLength ?? 0);
       state = { engine, model, session, tokenizer, config, generationConfig };
@@ -91,7 +100,7 @@ serveRpc({
   },
 
   tokenize({ text, addSpecialTokens }) {
-    return requireTokenizer().encode(text, { addSpecialTokens });
+    return requireTokenizer().encode(checkText(text), { addSpecialTokens });
   },
 
   detokenize({ ids, skipSpecialTokens }) {
@@ -119,12 +128,15 @@ serveRpc({
   },
 
   dispose() {
-    if (!state) return null;
-    state.session.free();
-    state.model.free();
-    state.engine.dispose();
-    state = null;
-    return null;
+    // after any generation in flight (aborted by the caller) has left the session
+    return serialized(() => {
+      if (!state) return null;
+      state.session.free();
+      state.model.free();
+      state.engine.dispose();
+      state = null;
+      return null;
+    });
   },
 });
 

@@ -131,6 +131,11 @@ for (const build of ['single', 'threads']) {
       await fails(model.logits([400]), 'BAD_INPUT', /outside the vocabulary/);
     });
 
+    test('text that is not valid Unicode is refused', async () => {
+      await assert.rejects(collect(model.generate('abc\ud800def')), (e) => e.code === 'BAD_INPUT' && /lone UTF-16 surrogate/.test(e.message));
+      await assert.rejects(model.tokenize('\udfff'), (e) => e.code === 'BAD_INPUT');
+    });
+
     test('generation that reaches the end of the context stops there', async () => {
       const { result } = await collect(model.generate(new Array(120).fill(9), { maxNewTokens: 50, temperature: 0, eosTokenId: [] }));
       assert.equal(result.stats.stopReason, 'context');
@@ -161,6 +166,27 @@ test('an original-layout MoE checkpoint loads with either routing mode, which th
   await hf.dispose();
   await legacy.dispose();
   await assert.rejects(loadModel(dir, { moeRouting: 'other' }), (e) => e.code === 'BAD_ARGUMENT' && /moeRouting must be one of hf, legacy_2025_03/.test(e.message));
+});
+
+test('dispose during a generation aborts it cleanly, and another model can be loaded', async () => {
+  const model = await loadModel(dir, { build: 'single' });
+  const stream = model.generate('x', { maxNewTokens: 100000, temperature: 1, eosTokenId: [], seed: 1 });
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();
+  await model.dispose();
+  const { stats } = await stream.result;
+  assert.equal(stats.stopReason, 'abort');
+  await assert.rejects(model.logits([1]), (e) => e.code === 'DISPOSED');
+  const again = await loadModel(dir, { build: 'single' });
+  assert.equal((await again.logits([1, 2])).length, 2 * 320);
+  await again.dispose();
+});
+
+test('a tokenizer larger than the model vocabulary is refused', async () => {
+  const small = mkdtempSync(`${tmpdir()}/doge-smallvocab-`);
+  writeTinyModel(small, { vocab: 200 });
+  await assert.rejects(loadModel(small, { build: 'single' }), (e) => e.code === 'BAD_TOKENIZER' &&
+    /tokenizer\.json has 271 tokens but the model's vocabulary \(config\.json vocab_size\) is 200/.test(e.message));
 });
 
 describe('loading over HTTP in the hub layout', () => {
@@ -199,13 +225,25 @@ describe('loading over HTTP in the hub layout', () => {
     await assert.rejects(loadModel('test-org/missing', { hubHost: hub.url }), (e) => e.code === 'NOT_FOUND' && /config\.json/.test(e.message));
   });
 
+  test('a model too large for wasm memory is refused before its weights download', async () => {
+    const big = `${hubRoot}/test-org/huge`;
+    writeTinyModel(big);
+    const { writeFileSync, readFileSync } = await import('node:fs');
+    const config = JSON.parse(readFileSync(`${big}/config.json`, 'utf8'));
+    writeFileSync(`${big}/config.json`, JSON.stringify({ ...config, vocab_size: 32768, hidden_size: 32768, num_hidden_layers: 8 }));
+    const before = hub.requests.length;
+    await assert.rejects(loadModel('test-org/huge', { hubHost: hub.url }), (e) => e.code === 'OUT_OF_MEMORY' &&
+      /config\.json: the model needs [\d.]+ GiB of fp32 weights; wasm memory holds at most 4 GiB/.test(e.message));
+    assert.ok(!hub.requests.slice(before).some((u) => u.endsWith('model.safetensors')), 'no weight download started');
+  });
+
   test('abort during loading rejects with ABORTED', async () => {
     const slow = await startHub(hubRoot, { chunkDelayMs: 5 });
     const ac = new AbortController();
     const onProgress = (e) => e.file === 'model.safetensors' && e.loaded > 0 && ac.abort();
     const p = loadModel('test-org/tiny-doge', { hubHost: slow.url, signal: ac.signal, onProgress });
     p.then((m) => m.dispose(), () => {});
-    await assert.rejects(p, (e) => e.code === 'ABORTED' && /model\.safetensors: loading aborted/.test(e.message));
+    await assert.rejects(p, (e) => e.code === 'ABORTED' && /model\.safetensors: (loading )?aborted/.test(e.message));
     await slow.close();
   });
 });
