@@ -70,10 +70,12 @@ demo: wasm deps-npm
 	node js/cli.js generate --prompt "$(DEMO_PROMPT)" --max-new-tokens 120 --seed 42 --verbose
 
 # The embedded model's torch module (tools/doge_torch.py, written from the HF code) against the wasm core.
+# Uses the first held-out tokens of the training corpus (rebuilt from Debian/npm packages when missing).
 check-torch: wasm deps-npm
 	@dpkg -s python3-torch libopenblas0-pthread >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch libopenblas0-pthread)
-	node tools/check_torch_vs_wasm.mjs
+	@[ -f build/corpus/heldout.ids ] || { bash tools/corpus/fetch_corpus.sh && node tools/encode_corpus.js; }
+	$(PY) tools/check_torch_vs_wasm.py --lengths 100,300
 
 # The Emscripten glue is CommonJS inside this ESM package.
 dist/package.json:

@@ -62,6 +62,17 @@ test('tokenize needs only the tokenizer files', async () => {
   assert.deepEqual(JSON.parse(runCli(['tokenize', '--model', only, '--text-file', `${only}/in.txt`, '--no-special']).stdout), { ids: await rustIds('the weather', false) });
 });
 
+test('without --model the commands use the embedded model', () => {
+  const r = runCli(['generate', '--prompt', 'In the beginning', '--max-new-tokens', '12', '--temperature', '0', '--json', '--verbose']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.ids.length, 12);
+  assert.ok(out.text.trim().length > 0);
+  assert.match(r.stderr, /model: transformers layout, causal-lm, vocabulary 4096/);
+  const tok = runCli(['tokenize', '--text', 'In the beginning']);
+  assert.equal(JSON.parse(tok.stdout).ids[0], 0, 'bos from the embedded tokenizer');
+});
+
 test('every command has --help', () => {
   for (const c of ['generate', 'chat', 'tokenize', 'logits']) {
     const r = runCli([c, '--help']);
