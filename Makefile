@@ -122,7 +122,7 @@ build/asan/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-apt
 	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
 
 # The C unit tests and every native parity case under AddressSanitizer + UndefinedBehaviorSanitizer.
-test-sanitizers: build/asan/doge-native build/asan/test_core cases
+test-sanitizers: all build/asan/doge-native build/asan/test_core cases
 	build/asan/test_core
 	DOGE_NATIVE=build/asan/doge-native node --test --test-name-pattern='native build' tests/parity.test.js
 
