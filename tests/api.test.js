@@ -182,6 +182,20 @@ test('dispose during a generation aborts it cleanly, and another model can be lo
   await again.dispose();
 });
 
+test('a worker that dies is reported, and a new model can be loaded', async () => {
+  const model = await loadModel(dir, { build: 'single' });
+  const stream = model.generate('x', { maxNewTokens: 100000, temperature: 1, eosTokenId: [], seed: 2 });
+  const it = stream[Symbol.asyncIterator]();
+  await it.next();
+  model.rpc.worker.terminate(); // as if the engine crashed (e.g. the browser killed it)
+  await assert.rejects(stream.result, (e) => e.code === 'WORKER_CRASHED' && /the engine worker stopped/.test(e.message));
+  await assert.rejects(model.logits([1]), (e) => e.code === 'WORKER_CRASHED');
+  await model.dispose();
+  const again = await loadModel(dir, { build: 'single' });
+  assert.equal((await again.logits([1])).length, 320);
+  await again.dispose();
+});
+
 test('a tokenizer larger than the model vocabulary is refused', async () => {
   const small = mkdtempSync(`${tmpdir()}/doge-smallvocab-`);
   writeTinyModel(small, { vocab: 200 });
