@@ -34,7 +34,7 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 # a caller that blocks; the thread pool then runs with the threads it has.
 WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
-.PHONY: all native wasm web serve demo check-torch fuzz test-fuzz test-sanitizers deps deps-apt deps-npm test test-c test-js cases clean
+.PHONY: all native wasm web serve demo check-torch fuzz test-fuzz test-sanitizers deps deps-apt deps-test apt-install deps-npm test test-c test-js cases clean
 
 all: deps native wasm web
 
@@ -83,12 +83,18 @@ dist/package.json:
 	echo '{"type": "commonjs"}' > $@
 
 # ---- dependencies (idempotent) ------------------------------------------------------------------------
-APT_PACKAGES := emscripten python3-numpy chromium clang libclang-rt-14-dev
+# What building needs, and what the tests need on top (the reference generator, Chromium, libFuzzer).
+BUILD_APT_PACKAGES := emscripten
+TEST_APT_PACKAGES := python3-numpy chromium clang libclang-rt-14-dev
 deps: deps-apt deps-npm
 deps-apt:
-	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-		echo "installing $(APT_PACKAGES)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BUILD_APT_PACKAGES)"
+deps-test: deps-apt
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)"
+apt-install:
+	@if ! dpkg -s $(PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES); \
 	fi
 deps-npm: node_modules/.doge-npm-stamp
 node_modules/.doge-npm-stamp: package.json package-lock.json
@@ -98,7 +104,7 @@ node_modules/.doge-npm-stamp: package.json package-lock.json
 # ---- tests --------------------------------------------------------------------------------------------
 # Reference checkpoints and logits written by the numpy implementation of HF's Doge (tests/reference).
 cases: build/cases/index.json
-build/cases/index.json: tests/reference/make_cases.py | deps-apt
+build/cases/index.json: tests/reference/make_cases.py | deps-test
 	rm -rf build/cases
 	$(PY) tests/reference/make_cases.py build/cases
 
@@ -109,15 +115,15 @@ build/native/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR)
 test-c: build/native/test_core
 	build/native/test_core
 
-test-js: all cases
+test-js: all cases deps-test
 	node --test --test-concurrency=1 --test-timeout=600000 tests/
 
 # ---- sanitizers and fuzzing -----------------------------------------------------------------------------
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-build/asan/doge-native: $(NATIVE_SRC) $(CORE_HDR) | deps-apt
+build/asan/doge-native: $(NATIVE_SRC) $(CORE_HDR) | deps-test
 	@mkdir -p $(@D)
 	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) $(NATIVE_SRC) -lm -o $@
-build/asan/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-apt
+build/asan/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-test
 	@mkdir -p $(@D)
 	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
 
@@ -128,7 +134,7 @@ test-sanitizers: all build/asan/doge-native build/asan/test_core cases
 
 FUZZ_TARGETS := json config loader
 FUZZ_BINS := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(CORE_HDR) | deps-apt
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(CORE_HDR) | deps-test
 	@mkdir -p $(@D)
 	clang $(CFLAGS_COMMON) -O1 -g -pthread -fsanitize=fuzzer $(SAN_FLAGS) $< $(CORE_SRC) -lm -o $@
 # make fuzz FUZZ_SECONDS=600 for a long run; make test runs each target briefly from the committed seeds.
