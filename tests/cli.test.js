@@ -112,6 +112,9 @@ test('npm pack gives a package that installs into an empty folder with a working
   const cli = run(`${app}/node_modules/.bin/doge-wasm`, ['generate', '--model', dir, '--ids', '0,5', '--max-new-tokens', '3', '--temperature', '0', '--json'], { cwd: app });
   assert.equal(cli.code, 0, cli.stderr);
   assert.equal(JSON.parse(cli.stdout).ids.length, 3);
+  const embedded = run(`${app}/node_modules/.bin/doge-wasm`, ['generate', '--prompt', 'The whale', '--max-new-tokens', '3', '--json'], { cwd: app });
+  assert.equal(embedded.code, 0, embedded.stderr);
+  assert.equal(JSON.parse(embedded.stdout).ids.length, 3, 'the packaged embedded model');
   writeFileSync(`${app}/use.mjs`, `import { loadModel } from 'doge-wasm';
 const m = await loadModel(${JSON.stringify(dir)});
 const s = m.generate('Hello', { maxNewTokens: 4, temperature: 0 });
