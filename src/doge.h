@@ -55,7 +55,8 @@ int doge_loader_restart_file(DogeLoader *ld, DogeError *err);
 /* Returns the model (ownership moves to the caller) once every required tensor has arrived. */
 DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err);
 void doge_loader_free(DogeLoader *ld);
-/* Bytes of weight memory the config implies (compute type), known before any weight arrives. */
+/* Bytes of weight memory the config implies (compute type), known before any weight arrives (for the
+ * transformers layout until the first header is read; other layouts differ by a few kilobytes). */
 uint64_t doge_loader_weight_bytes(const DogeLoader *ld);
 
 void doge_model_free(DogeModel *m);

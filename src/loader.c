@@ -1,8 +1,9 @@
 /* Streaming safetensors loader: a push parser fed with chunks of any size.
  *
- * The model's weight arena is allocated from config.json before any weight arrives. Each safetensors file
- * goes through three states: the 8-byte header length, the JSON header (checked against the tensors the
- * config implies), then the data section, whose bytes are converted (F32/BF16/F16 -> fp32) straight into
+ * config.json sizes the weights before any byte arrives; the first safetensors header tells the checkpoint
+ * layout (transformers, original remote-code, or mid), and the weight arena is allocated for it right
+ * there, before any tensor data. Each safetensors file goes through three states: the 8-byte header
+ * length, the JSON header (checked against the tensors the config and layout imply), then the data section, whose bytes are converted (F32/BF16/F16 -> fp32) straight into
  * each tensor's final place. Only a partial element (at most 3 bytes) is carried between chunks, so the
  * result does not depend on how the bytes were chunked. */
 #include <math.h>
