@@ -61,7 +61,9 @@ function gaussian(seed) {
 /**
  * Writes config.json, generation_config.json, model.safetensors, tokenizer.json and tokenizer_config.json.
  * @param {string} dir
- * @param {{vocab?: number, hidden?: number, layers?: number, heads?: number, kvHeads?: number, inter?: number, seed?: number, generationConfig?: object}} [o]
+ * `plain`: A = 0 and residual weights 1, which makes every block exactly a Qwen3 block (for peer runtimes).
+ * @param {{vocab?: number, hidden?: number, layers?: number, heads?: number, kvHeads?: number, inter?: number, seed?: number,
+ *   maxPos?: number, keepWindow?: number, plain?: boolean, generationConfig?: object}} [o]
  */
 export function writeTinyModel(dir, o = {}) {
   const V = o.vocab ?? 320, D = o.hidden ?? 64, L = o.layers ?? 2, H = o.heads ?? 4, KV = o.kvHeads ?? 2, I = o.inter ?? 128;
@@ -76,21 +78,22 @@ export function writeTinyModel(dir, o = {}) {
   };
   const lin = (inDim) => () => rand() / Math.sqrt(inDim);
   const nearOne = () => 1 + 0.1 * rand();
+  const residual = o.plain ? () => 1 : nearOne;
   put('model.embed_tokens.weight', [V, D], () => 0.2 * rand()); // tied head: keeps logits ~N(0, 2), sampling diverse
   for (let l = 0; l < L; l++) {
     const p = `model.layers.${l}.`;
     put(`${p}input_layernorm.weight`, [D], nearOne);
-    put(`${p}input_residual`, [D], nearOne);
+    put(`${p}input_residual`, [D], residual);
     put(`${p}self_attn.q_proj.weight`, [H * hd, D], lin(D));
     put(`${p}self_attn.k_proj.weight`, [KV * hd, D], lin(D));
     put(`${p}self_attn.v_proj.weight`, [KV * hd, D], lin(D));
-    put(`${p}self_attn.A`, [KV], () => -0.5 + 0.2 * rand());
+    put(`${p}self_attn.A`, [KV], o.plain ? () => 0 : () => -0.5 + 0.2 * rand());
     put(`${p}self_attn.dt_proj.weight`, [KV, KV * hd], lin(KV * hd));
     put(`${p}self_attn.o_proj.weight`, [D, H * hd], lin(H * hd));
     put(`${p}self_attn.q_norm.weight`, [hd], nearOne);
     put(`${p}self_attn.k_norm.weight`, [hd], nearOne);
     put(`${p}post_attention_layernorm.weight`, [D], nearOne);
-    put(`${p}post_attention_residual`, [D], nearOne);
+    put(`${p}post_attention_residual`, [D], residual);
     put(`${p}mlp.gate_proj.weight`, [I, D], lin(D));
     put(`${p}mlp.up_proj.weight`, [I, D], lin(D));
     put(`${p}mlp.down_proj.weight`, [D, I], lin(I));
@@ -100,8 +103,8 @@ export function writeTinyModel(dir, o = {}) {
   writeSafetensors(`${dir}/model.safetensors`, tensors);
   const config = {
     architectures: ['DogeForCausalLM'], model_type: 'doge', vocab_size: V, hidden_size: D, intermediate_size: I,
-    num_hidden_layers: L, num_attention_heads: H, num_key_value_heads: KV, max_position_embeddings: 128,
-    keep_window_size: 32, rope_theta: 10000.0, rms_norm_eps: 1e-6, tie_word_embeddings: true,
+    num_hidden_layers: L, num_attention_heads: H, num_key_value_heads: KV, max_position_embeddings: o.maxPos ?? 128,
+    keep_window_size: o.keepWindow ?? 32, rope_theta: 10000.0, rms_norm_eps: 1e-6, tie_word_embeddings: true,
     bos_token_id: 0, eos_token_id: 1, pad_token_id: 2,
   };
   writeFileSync(`${dir}/config.json`, JSON.stringify(config, null, 2));
@@ -109,7 +112,7 @@ export function writeTinyModel(dir, o = {}) {
   writeFileSync(`${dir}/tokenizer.json`, JSON.stringify(tokenizerJson()));
   writeFileSync(`${dir}/tokenizer_config.json`, JSON.stringify({
     bos_token: '<|begin_of_text|>', eos_token: '<|end_of_text|>', pad_token: '<|finetune_right_pad_id|>',
-    chat_template: CHAT_TEMPLATE, model_max_length: 128,
+    chat_template: CHAT_TEMPLATE, model_max_length: o.maxPos ?? 128,
   }));
   return config;
 }
