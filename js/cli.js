@@ -24,6 +24,7 @@ const ENGINE_OPTIONS = {
   build: { type: 'string', arg: '<auto|threads|single>', help: 'wasm build: auto picks the pthreads build where SharedArrayBuffer works' },
   'context-length': { type: 'string', arg: '<N>', help: 'KV cache size in tokens (default max_position_embeddings)' },
   'moe-routing': { type: 'string', arg: '<hf|legacy_2025_03>', help: 'CDMoE routing of MoE models (default hf)' },
+  weights: { type: 'string', arg: '<f32|int8>', help: 'weight format in memory: f32 (default, exact) or int8 (quantized while loading)' },
   verbose: { type: 'boolean', help: 'print the checkpoint layout, MoE routing and engine build on stderr' },
 };
 const SAMPLING_OPTIONS = {
@@ -76,6 +77,22 @@ const COMMANDS = {
     },
     run: runTokenize,
   },
+  bench: {
+    summary: 'measure load, prefill and decode speed and peak memory; print one JSON object',
+    usage: 'doge-wasm bench --model <dir|url|repo-id> [--threads N] [--prompt-tokens P] [--new-tokens N] [--weights f32|int8] [--json]',
+    details: 'Loads the model, prefills P token ids (a fixed pseudo-random prompt), then decodes N tokens greedily\n' +
+      '(never stopping at end-of-sequence), through the public API. --json prints {"prefill_tok_s", "decode_tok_s",\n' +
+      '"ttft_ms", "load_ms", "load_mb_s", "peak_rss_mb", "threads", "weights", "build", ...}; peak_rss_mb is the\n' +
+      "process's peak resident memory (Node's maxRSS), which includes Node itself.",
+    options: {
+      ...ENGINE_OPTIONS,
+      'prompt-tokens': { type: 'string', arg: '<P>', help: 'prompt length (default 256)' },
+      'new-tokens': { type: 'string', arg: '<N>', help: 'tokens to decode (default 128)' },
+      json: { type: 'boolean', help: 'print one JSON object (default: a readable line)' },
+      ...HELP,
+    },
+    run: runBench,
+  },
   logits: {
     summary: 'run one prefill of token ids and print the logits as JSON',
     usage: 'doge-wasm logits --model <dir> --ids 5,17,42 [--threads N]',
@@ -118,6 +135,11 @@ function modelSource(values) {
   return EMBEDDED_MODEL;
 }
 
+function chain(...fns) {
+  const live = fns.filter(Boolean);
+  return live.length ? (p) => live.forEach((f) => f(p)) : undefined;
+}
+
 /** A one-line progress bar on stderr, only when stderr is a terminal. */
 function progressBar() {
   if (!process.stderr.isTTY) return undefined;
@@ -132,7 +154,8 @@ function progressBar() {
   };
 }
 
-async function load(values) {
+/** @param {(p: {file: string, loaded: number, total: number|null}) => void} [onProgress] */
+async function load(values, onProgress) {
   const build = values.build ?? 'auto';
   if (!['auto', 'threads', 'single'].includes(build)) fail('BAD_ARGUMENT', `--build must be auto, threads or single, got '${build}'`);
   const model = await loadModel(modelSource(values), {
@@ -140,9 +163,10 @@ async function load(values) {
     build,
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
     moeRouting: values['moe-routing'],
+    weights: values.weights,
     hubHost: values['hub-host'],
     revision: values.revision,
-    onProgress: progressBar(),
+    onProgress: chain(progressBar(), onProgress),
   });
   if (values.verbose) {
     const i = model.info;
@@ -253,6 +277,53 @@ async function runLogits(values) {
     const logits = await model.logits(ids);
     const shape = model.info.task === 'causal-lm' ? [ids.length, model.info.vocabSize] : [model.info.numLabels];
     process.stdout.write(JSON.stringify({ shape, logits: Array.from(logits) }) + '\n');
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** The benchmark prompt: fixed ids spread over the vocabulary (the same in the peer benchmarks, tools/bench). */
+function benchPrompt(length, vocabSize) {
+  return Array.from({ length }, (_, i) => (1000 + 37 * i) % vocabSize);
+}
+
+async function runBench(values) {
+  const promptTokens = intOption(values, 'prompt-tokens', 1, 1 << 20) ?? 256;
+  const newTokens = intOption(values, 'new-tokens', 2, 1 << 24) ?? 128;
+  const source = modelSource(values);
+  const files = [];
+  const t0 = performance.now();
+  const model = await load({ ...values, 'context-length': values['context-length'] ?? String(promptTokens + newTokens) }, (p) => (files[p.file] = p.loaded));
+  const loadMs = performance.now() - t0;
+  try {
+    if (model.info.task !== 'causal-lm') fail('BAD_ARGUMENT', `${source}: bench needs a causal LM`);
+    const t1 = performance.now();
+    let ttftMs = null;
+    const stream = model.generate(benchPrompt(promptTokens, model.info.vocabSize), { maxNewTokens: newTokens, temperature: 0, eosTokenId: [] });
+    for await (const piece of stream) if (ttftMs === null && piece.tokenId !== null) ttftMs = performance.now() - t1;
+    const { ids, stats } = await stream.result;
+    const loadedBytes = Object.values(files).reduce((a, b) => a + b, 0);
+    const report = {
+      model: source,
+      prefill_tok_s: +stats.prefillTokensPerSecond.toFixed(1),
+      decode_tok_s: +stats.tokensPerSecond.toFixed(1),
+      ttft_ms: +ttftMs.toFixed(2),
+      load_ms: +loadMs.toFixed(1),
+      load_mb_s: +(loadedBytes / 1e6 / (loadMs / 1000)).toFixed(1),
+      peak_rss_mb: +(process.resourceUsage().maxRSS / 1024).toFixed(1),
+      threads: stats.threads,
+      weights: model.info.weights,
+      build: stats.build,
+      prompt_tokens: promptTokens,
+      new_tokens: stats.generatedTokens,
+      weight_mb: +(model.info.weightBytes / 1e6).toFixed(1),
+      kv_cache_mb: +(model.info.kvCacheBytes / 1e6).toFixed(1),
+      first_token: ids[0],
+    };
+    if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
+    else process.stdout.write(`prefill ${report.prefill_tok_s} tok/s, decode ${report.decode_tok_s} tok/s, first token ${report.ttft_ms} ms, ` +
+      `load ${report.load_ms} ms (${report.load_mb_s} MB/s), peak RSS ${report.peak_rss_mb} MB, ${report.weights} weights, ` +
+      `${report.build} build, ${report.threads} thread${report.threads > 1 ? 's' : ''}\n`);
   } finally {
     await model.dispose();
   }

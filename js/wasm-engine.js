@@ -99,12 +99,22 @@ export class Engine {
     return { ptr, len: n - 1 };
   }
 
-  /** @param {string} configText the text of config.json */
-  createLoader(configText) {
+  /**
+   * @param {string} configText the text of config.json
+   * @param {'f32'|'int8'} [weights] the weight format in memory
+   */
+  createLoader(configText, weights = 'f32') {
+    const format = WEIGHTS.indexOf(weights);
+    if (format < 0) throw new DogeError('BAD_ARGUMENT', `weights must be one of ${WEIGHTS.join(', ')}, got '${weights}'`);
     const { ptr, len } = this.allocString(configText);
     const handle = this.mod._doge_loader_new(ptr, len, this.errPtr);
     this.mod._free(ptr);
     if (!handle) this.raise(this.status());
+    if (this.mod._doge_loader_set_weights(handle, format, this.errPtr) !== 0) {
+      const status = this.status();
+      this.mod._doge_loader_free(handle);
+      this.raise(status);
+    }
     return new WasmLoader(this, handle);
   }
 
@@ -176,6 +186,7 @@ export class WasmLoader {
 
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
 export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by number
+const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
 
 /** A C sampler (doge.h DogeSamplingParams): repetition penalty, temperature, top-k, top-p, min-p. */
 export class WasmSampler {
@@ -249,6 +260,9 @@ export class WasmModel {
     /** 'transformers' (HF 4.57), 'original' (the remote-code layout most SmallDoge repos hold) or 'mid' */
     this.layout = mod.UTF8ToString(mod._doge_model_layout(handle));
     this.moeRouting = 'hf';
+    /** 'f32' or 'int8' */
+    this.weights = WEIGHTS[mod._doge_model_weights(handle)];
+    this.weightBytes = mod._doge_model_weight_bytes(handle);
   }
 
   /** CDMoE routing: 'hf' or 'legacy_2025_03' (the original code of 2025-03-13..04-14). */
@@ -289,6 +303,7 @@ export class WasmSession {
     this.handle = handle;
     this.nCtx = this.engine.mod._doge_session_n_ctx(handle);
     this.threads = this.engine.mod._doge_session_threads(handle);
+    this.cacheBytes = this.engine.mod._doge_session_cache_bytes(handle);
   }
 
   /** Tokens in the KV cache. */

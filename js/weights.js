@@ -40,15 +40,15 @@ export async function weightFiles(source) {
  * @param {import('./wasm-engine.js').Engine} engine
  * @param {import('./sources.js').ModelSource} source
  * @param {string} configText
- * @param {{onProgress?: (p: {file: string, loaded: number, total: number|null}) => void, signal?: AbortSignal}} [opts]
+ * @param {{weights?: 'f32'|'int8', onProgress?: (p: {file: string, loaded: number, total: number|null}) => void, signal?: AbortSignal}} [opts]
  * @returns {Promise<import('./wasm-engine.js').WasmModel>}
  */
-export async function streamWeights(engine, source, configText, { onProgress, signal } = {}) {
-  const loader = engine.createLoader(configText);
+export async function streamWeights(engine, source, configText, { weights, onProgress, signal } = {}) {
+  const loader = engine.createLoader(configText, weights);
   try {
     // refuse before downloading what cannot fit: wasm32 memory ends at 4 GiB
     if (loader.weightBytes > MAX_WEIGHT_BYTES) {
-      throw new DogeError('OUT_OF_MEMORY', `config.json: the model needs ${(loader.weightBytes / 2 ** 30).toFixed(2)} GiB of fp32 weights; ` +
+      throw new DogeError('OUT_OF_MEMORY', `config.json: the model needs ${(loader.weightBytes / 2 ** 30).toFixed(2)} GiB of ${weights ?? 'f32'} weights; ` +
         `wasm memory holds at most 4 GiB`, { file: 'config.json' });
     }
     for (const file of await weightFiles(source)) {

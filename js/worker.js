@@ -65,6 +65,7 @@ serveRpc({
     let model;
     try {
       model = await streamWeights(engine, src, configText, {
+        weights: options.weights,
         onProgress: (p) => ctx.emit('progress', p),
         signal: ctx.signal,
       });
@@ -151,6 +152,9 @@ function info() {
     tiedHead: model.tiedHead,
     layout: model.layout,
     moeRouting: model.moeRouting,
+    weights: model.weights,
+    weightBytes: model.weightBytes,
+    kvCacheBytes: session.cacheBytes,
     isMoe: config.is_moe === true,
     build: engine.info.build,
     threads: engine.info.threads,

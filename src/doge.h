@@ -46,6 +46,11 @@ typedef struct DogeSession DogeSession;
 
 /* ---- loading ------------------------------------------------------------------------------------------ */
 DogeLoader *doge_loader_new(const char *config_json, size_t len, DogeError *err);
+/* Weight format in memory: fp32 (exact), or int8 with one scale per 32 values (llama.cpp's Q8_0 scheme) for
+ * the embedding, the head and every projection matrix, quantized while the bytes stream in. */
+typedef enum { DOGE_WEIGHTS_F32 = 0, DOGE_WEIGHTS_INT8 = 1 } DogeWeights;
+/* Before the first file. */
+int doge_loader_set_weights(DogeLoader *ld, int weights, DogeError *err);
 int doge_loader_begin_file(DogeLoader *ld, const char *file_name, DogeError *err);
 int doge_loader_feed(DogeLoader *ld, const uint8_t *bytes, size_t n, DogeError *err);
 int doge_loader_end_file(DogeLoader *ld, DogeError *err);
@@ -55,7 +60,7 @@ int doge_loader_restart_file(DogeLoader *ld, DogeError *err);
 /* Returns the model (ownership moves to the caller) once every required tensor has arrived. */
 DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err);
 void doge_loader_free(DogeLoader *ld);
-/* Bytes of weight memory the config implies (compute type), known before any weight arrives (for the
+/* Bytes of weight memory the config implies (in the chosen format), known before any weight arrives (for the
  * transformers layout until the first header is read; other layouts differ by a few kilobytes). */
 uint64_t doge_loader_weight_bytes(const DogeLoader *ld);
 
@@ -63,7 +68,7 @@ void doge_model_free(DogeModel *m);
 
 /* Native convenience: loads a HF model directory (config.json + model.safetensors or a sharded
  * model.safetensors.index.json) by feeding the files in chunks of chunk_bytes through the loader above. */
-DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, DogeError *err);
+DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, int weights, DogeError *err);
 
 /* ---- model facts ------------------------------------------------------------------------------------- */
 typedef enum { DOGE_TASK_CAUSAL_LM = 0, DOGE_TASK_SEQ_CLS = 1 } DogeTask;
@@ -72,6 +77,8 @@ int doge_model_vocab_size(const DogeModel *m);
 int doge_model_num_labels(const DogeModel *m);          /* sequence classification only, else 0 */
 int doge_model_max_position_embeddings(const DogeModel *m);
 int doge_model_tied_head(const DogeModel *m);           /* 1 when lm_head reuses the embedding */
+int doge_model_weights(const DogeModel *m);             /* a DogeWeights */
+double doge_model_weight_bytes(const DogeModel *m);     /* bytes of weight memory held */
 /* The checkpoint layout: "transformers" (HF 4.57), "original" (remote-code V1) or "mid" (small-doge converter). */
 const char *doge_model_layout(const DogeModel *m);
 /* CDMoE routing: DOGE_MOE_ROUTING_HF (transformers 4.57 and small-doge from 2025-04-15) or the early-2025
@@ -89,6 +96,7 @@ void doge_session_reset(DogeSession *s);                /* empties the KV cache 
 int doge_session_pos(const DogeSession *s);             /* tokens in the KV cache */
 int doge_session_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
+double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */
 
 typedef enum {
     DOGE_LOGITS_NONE = 0,  /* only fill the cache */

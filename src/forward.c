@@ -41,6 +41,8 @@ struct DogeSession {
     float *router;        /* [S, 2K]    MoE router logits */
     float *cos, *sin;     /* [S, hd/2] */
     float *logits;        /* [V] last-position logits of doge_session_next */
+    int8_t *xq;           /* [S, max(D, H*hd, I)]  int8 activations of an int8 matmul */
+    float *xd;            /* [S, max(D, H*hd, I) / Q8_GROUP] their scales */
     /* per-thread scratch */
     size_t scratch_words;
     float *scratch;       /* [threads][scratch_words] */
@@ -183,19 +185,37 @@ static void rope_tables(DogeSession *s, int S) {
 typedef struct {
     float *y;
     const float *x, *w, *b;
+    const int8_t *xq, *wq;
+    const float *xd, *wd;
     int S, in, out;
 } MatmulJob;
 
+/* Work items are blocks of 4 rows of W (the kernels' unit), so a thread's share is whole blocks. */
 static void matmul_task(void *ctx, int begin, int end, int thread) {
     (void)thread;
     const MatmulJob *j = ctx;
-    k_matmul_rows(j->y, j->x, j->w, j->b, j->S, j->in, j->out, begin, end);
+    const int o0 = begin * 4, o1 = end * 4 < j->out ? end * 4 : j->out;
+    if (j->wq) k_matmul_q8_rows(j->y, j->xq, j->xd, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1);
+    else k_matmul_rows(j->y, j->x, j->w, j->b, j->S, j->in, j->out, o0, o1);
 }
 
-/* y[S, out] = x[S, in] W[out, in]^T (+ b), rows of W split across threads. */
+/* y[S, out] = x[S, in] W[out, in]^T (+ b), rows of W split across threads. An int8 W meets x quantized
+ * the same way (per group of Q8_GROUP). */
+static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, const float *b, int S, int in, int out) {
+    MatmulJob j = {y, x, w->f, b, NULL, w->q, NULL, w->d, S, in, out};
+    if (w->q) {
+        for (int t = 0; t < S; t++)
+            k_quantize_q8(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
+        j.xq = s->xq;
+        j.xd = s->xd;
+    }
+    pool_run(s->pool, matmul_task, &j, (out + 3) / 4);
+}
+
+/* The same for a plain fp32 weight (router, classifier head). */
 static void matmul(DogeSession *s, float *y, const float *x, const float *w, const float *b, int S, int in, int out) {
-    MatmulJob j = {y, x, w, b, S, in, out};
-    pool_run(s->pool, matmul_task, &j, out);
+    const Mat m = {(float *)w, NULL, NULL};
+    matmul_w(s, y, x, &m, b, S, in, out);
 }
 
 /* The n-th largest value (0-based) of a[0..len), found by quickselect (a is reordered). */
@@ -359,11 +379,13 @@ static void moe_task(void *ctx, int begin, int end, int thread) {
 /* session                                                                                               */
 
 static void free_workspace(DogeSession *s) {
-    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->proj, &s->gate, &s->up, &s->router, &s->cos, &s->sin};
+    float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->proj, &s->gate, &s->up, &s->router, &s->cos, &s->sin, &s->xd};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
     }
+    free(s->xq);
+    s->xq = NULL;
     s->cap = 0;
 }
 
@@ -387,8 +409,12 @@ static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     s->router = malloc(sizeof(float) * n * 2 * (c->is_moe ? (size_t)c->num_keys : 1));
     s->cos = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
     s->sin = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
+    const size_t widest = D > Hq ? (D > I ? D : I) : (Hq > I ? Hq : I);
+    const int int8 = s->m->weights == DOGE_WEIGHTS_INT8;
+    s->xq = int8 ? malloc(n * widest) : NULL;
+    s->xd = int8 ? malloc(sizeof(float) * n * (widest / Q8_GROUP + 1)) : NULL;
     if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->proj || !s->gate || !s->up || !s->router ||
-        !s->cos || !s->sin) {
+        !s->cos || !s->sin || (int8 && (!s->xq || !s->xd))) {
         free_workspace(s);
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for the activations of a %d-token call", S);
         return err->code;
@@ -463,6 +489,11 @@ void doge_session_free(DogeSession *s) {
 int doge_session_pos(const DogeSession *s) { return s->pos; }
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
+double doge_session_cache_bytes(const DogeSession *s) {
+    const DogeConfig *c = &s->m->cfg;
+    const double L = c->num_hidden_layers, T = s->n_ctx;
+    return sizeof(float) * L * T * (2.0 * c->num_key_value_heads * c->head_dim + s->m->bias_rows);
+}
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* the forward pass                                                                                      */
@@ -498,8 +529,14 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     rope_update(s, (long)P + S);
     rope_tables(s, S);
 
-    /* embedding: x[t] = embed_tokens[ids[t]] */
-    for (int t = 0; t < S; t++) memcpy(s->x + (size_t)t * D, m->embed + (size_t)ids[t] * D, sizeof(float) * D);
+    /* embedding: x[t] = embed_tokens[ids[t]] (an int8 row times its group scales) */
+    for (int t = 0; t < S; t++) {
+        float *xt = s->x + (size_t)t * D;
+        const size_t row = (size_t)ids[t] * D;
+        if (m->embed.f) memcpy(xt, m->embed.f + row, sizeof(float) * D);
+        else
+            for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[(row + i) / Q8_GROUP];
+    }
 
     LayerJob job = {s, 0, P, S};
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -509,9 +546,9 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         /* ---- sequence transformation: x = input_residual * x + attn(rmsnorm(x)) ---- */
         for (int t = 0; t < S; t++)
             k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->input_layernorm, D, c->rms_norm_eps);
-        matmul(s, s->q, s->xn, ly->wq, ly->bq, S, D, (int)Hq);
-        matmul(s, s->k, s->xn, ly->wk, ly->bk, S, D, (int)Hkv);
-        matmul(s, s->v, s->xn, ly->wv, ly->bv, S, D, (int)Hkv);
+        matmul_w(s, s->q, s->xn, &ly->wq, ly->bq, S, D, (int)Hq);
+        matmul_w(s, s->k, s->xn, &ly->wk, ly->bk, S, D, (int)Hkv);
+        matmul_w(s, s->v, s->xn, &ly->wv, ly->bv, S, D, (int)Hkv);
         for (int t = 0; t < S; t++) {
             const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
             for (int h = 0; h < H; h++) { /* q_norm over head_dim, then RoPE */
@@ -535,16 +572,16 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             }
         }
         pool_run(s->pool, attention_task, &job, S * m->bias_rows);
-        matmul(s, s->proj, s->att, ly->wo, ly->bo, S, (int)Hq, D);
+        matmul_w(s, s->proj, s->att, &ly->wo, ly->bo, S, (int)Hq, D);
         for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
 
         /* ---- state transformation: x = post_attention_residual * x + mlp(rmsnorm(x)) ---- */
         for (int t = 0; t < S; t++)
             k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->post_attention_layernorm, D, c->rms_norm_eps);
-        matmul(s, s->gate, s->xn, ly->w_gate, ly->b_gate, S, D, I);
-        matmul(s, s->up, s->xn, ly->w_up, ly->b_up, S, D, I);
+        matmul_w(s, s->gate, s->xn, &ly->w_gate, ly->b_gate, S, D, I);
+        matmul_w(s, s->up, s->xn, &ly->w_up, ly->b_up, S, D, I);
         for (size_t i = 0; i < (size_t)S * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
-        matmul(s, s->proj, s->gate, ly->w_down, ly->b_down, S, I, D);
+        matmul_w(s, s->proj, s->gate, &ly->w_down, ly->b_down, S, I, D);
         if (c->is_moe) {
             matmul(s, s->router, s->xn, ly->w_router, ly->b_router, S, D, 2 * c->num_keys);
             pool_run(s->pool, moe_task, &job, S);
@@ -571,7 +608,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     const int first = mode == DOGE_LOGITS_ALL ? 0 : S - 1, rows = S - first;
     for (int t = 0; t < rows; t++)
         k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)(first + t) * D, m->norm, D, c->rms_norm_eps);
-    matmul(s, out, s->xn, m->lm_head, NULL, rows, D, V);
+    matmul_w(s, out, s->xn, &m->lm_head, NULL, rows, D, V);
     return DOGE_OK;
 }
 

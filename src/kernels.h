@@ -8,8 +8,21 @@
 float k_dot(const float *a, const float *b, int n);
 /* y[i] += a * x[i] */
 void k_axpy(float *y, float a, const float *x, int n);
-/* y[s][o] = dot(x[s], w[o]) (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out]. */
+#include <stdint.h>
+
+/* y[s][o] = x[s] . w[o] (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out].
+ * Four weight rows at a time share each load of x. Every row's dot product is summed in one fixed order
+ * (eight lanes over steps of 8, then a fixed tree), whatever the block, thread or build computes it. */
 void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1);
+
+/* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
+#define Q8_GROUP 32
+/* q[n], d[n / Q8_GROUP] from x[n] (n a multiple of Q8_GROUP): d = absmax / 127, q = nearest(x / d). */
+void k_quantize_q8(int8_t *q, float *d, const float *x, int n);
+/* As k_matmul_rows with x and w quantized: y[s][o] = sum_g xd[s][g] wd[o][g] sum_{i in g} xq[s][i] wq[o][i]
+ * (+ b[o]). The integer group sums are exact; the float sums follow one fixed order. */
+void k_matmul_q8_rows(float *y, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
+                      int in, int out, int o0, int o1);
 /* out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 as HF's RMSNorm (out may alias x). */
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* y = r * y + h elementwise (the learnable residual: two roundings, multiply then add). */

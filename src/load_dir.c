@@ -93,7 +93,7 @@ static int shard_names(const char *dir, char ***names, int *count, DogeError *er
     return DOGE_OK;
 }
 
-DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, DogeError *err) {
+DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, int weights, DogeError *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     size_t len;
@@ -102,6 +102,10 @@ DogeModel *doge_load_dir(const char *dir, size_t chunk_bytes, DogeError *err) {
     DogeLoader *ld = doge_loader_new(config, len, err);
     free(config);
     if (!ld) return NULL;
+    if (doge_loader_set_weights(ld, weights, err) != DOGE_OK) {
+        doge_loader_free(ld);
+        return NULL;
+    }
     uint8_t *chunk = malloc(chunk_bytes ? chunk_bytes : 1);
     char **names = NULL;
     int count = 0, rc = DOGE_OK;

@@ -5,7 +5,8 @@
  * there, before any tensor data. Each safetensors file goes through three states: the 8-byte header
  * length, the JSON header (checked against the tensors the config and layout imply), then the data section, whose bytes are converted (F32/BF16/F16 -> fp32) straight into
  * each tensor's final place. Only a partial element (at most 3 bytes) is carried between chunks, so the
- * result does not depend on how the bytes were chunked. */
+ * result does not depend on how the bytes were chunked. With int8 weights a matrix row is gathered in fp32 and
+ * quantized as soon as its last element arrives, so the fp32 matrix never exists in memory. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ typedef struct {
     int ndim;
     int64_t shape[2];
     float **dst;       /* where the model keeps the pointer to this tensor */
+    Mat *mat;          /* the matrix, when the tensor may be stored as int8 */
     size_t arena_off;  /* offset in floats; lm_head is the exception, allocated when announced */
     int required;
     int loaded;        /* 1 once announced in a header (its bytes are then on their way) */
@@ -56,6 +58,9 @@ struct DogeLoader {
     uint8_t carry[4];
     int carry_n;
     int failed;                /* a failed loader refuses further input */
+    int weights;               /* a DogeWeights */
+    float *row;                /* [widest int8 matrix] one fp32 row on its way to int8 */
+    char bad_value[512];       /* first non-finite value met in an int8 matrix (reported by finish) */
 };
 
 static void add_slot(DogeLoader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **dst, int required) {
@@ -69,7 +74,30 @@ static void add_slot(DogeLoader *ld, const char *name, int ndim, int64_t d0, int
     s->required = required;
 }
 
+static void add_mat(DogeLoader *ld, const char *name, int64_t rows, int64_t cols, Mat *mat, int required) {
+    add_slot(ld, name, 2, rows, cols, &mat->f, required);
+    ld->slots[ld->n_slots - 1].mat = mat;
+}
+
 static size_t slot_floats(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
+
+/* Stored as int8: a matrix whose rows split into whole groups, when int8 weights were asked for. */
+static int slot_int8(const DogeLoader *ld, const Slot *s) {
+    return ld->weights == DOGE_WEIGHTS_INT8 && s->mat && s->shape[1] % Q8_GROUP == 0;
+}
+
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* Bytes of an int8 matrix: the values, then the scales. */
+static size_t int8_bytes(const Slot *s) { return align64(slot_floats(s)) + align64(slot_floats(s) / Q8_GROUP * sizeof(float)); }
+
+static void point_int8(Mat *mat, uint8_t *block, const Slot *s) {
+    mat->f = NULL;
+    mat->q = (int8_t *)block;
+    mat->d = (float *)(block + align64(slot_floats(s)));
+}
+
+static int is_lm_head(const DogeLoader *ld, const Slot *s) { return s->mat == &ld->model->lm_head; }
 
 /* Tensor names that differ between the transformers layout and the original remote-code one. */
 typedef struct {
@@ -92,24 +120,26 @@ static void plan_slots(DogeLoader *ld) {
     const int64_t NB = m->bias_rows;
     char n[MAX_NAME];
     ld->n_slots = 0;
-    add_slot(ld, nm->embed, 2, V, D, &m->embed, 1);
+    add_mat(ld, nm->embed, V, D, &m->embed, 1);
     add_slot(ld, nm->norm, 1, D, 0, &m->norm, 1);
     if (c->task == DOGE_TASK_SEQ_CLS) add_slot(ld, "score.weight", 2, c->num_labels, D, &m->score, 1);
-    else add_slot(ld, "lm_head.weight", 2, V, D, &m->lm_head_owned, 0);
+    else add_mat(ld, "lm_head.weight", V, D, &m->lm_head, 0);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         DogeLayer *y = &m->layers[l];
 #define SLOT(nd, a, b, ptr, req, ...) \
     (snprintf(n, sizeof n, __VA_ARGS__), add_slot(ld, n, nd, a, b, ptr, req))
 #define ATTN(suffix, nd, a, b, ptr) SLOT(nd, a, b, ptr, 1, "model.layers.%d.self_attn.%s", l, suffix)
 #define MLP(suffix, nd, a, b, ptr, req) SLOT(nd, a, b, ptr, req, "model.layers.%d.%s.%s", l, nm->mlp, suffix)
+#define ATTN_MAT(suffix, a, b, mat) (snprintf(n, sizeof n, "model.layers.%d.self_attn.%s", l, suffix), add_mat(ld, n, a, b, mat, 1))
+#define MLP_MAT(suffix, a, b, mat) (snprintf(n, sizeof n, "model.layers.%d.%s.%s", l, nm->mlp, suffix), add_mat(ld, n, a, b, mat, 1))
         SLOT(1, D, 0, &y->input_layernorm, 1, "model.layers.%d.%s", l, nm->in_norm);
         SLOT(1, D, 0, &y->input_residual, 1, "model.layers.%d.%s", l, nm->in_res);
-        ATTN("q_proj.weight", 2, Hq, D, &y->wq);
-        ATTN("k_proj.weight", 2, Hkv, D, &y->wk);
-        ATTN("v_proj.weight", 2, Hkv, D, &y->wv);
+        ATTN_MAT("q_proj.weight", Hq, D, &y->wq);
+        ATTN_MAT("k_proj.weight", Hkv, D, &y->wk);
+        ATTN_MAT("v_proj.weight", Hkv, D, &y->wv);
         ATTN("A", 1, NB, 0, &y->A);
         ATTN("dt_proj.weight", 2, NB, Hkv, &y->wdt);
-        ATTN("o_proj.weight", 2, D, Hq, &y->wo);
+        ATTN_MAT("o_proj.weight", D, Hq, &y->wo);
         if (m->qk_norm) {
             ATTN("q_norm.weight", 1, hd, 0, &y->q_norm);
             ATTN("k_norm.weight", 1, hd, 0, &y->k_norm);
@@ -123,9 +153,9 @@ static void plan_slots(DogeLoader *ld) {
         }
         SLOT(1, D, 0, &y->post_attention_layernorm, 1, "model.layers.%d.%s", l, nm->post_norm);
         SLOT(1, D, 0, &y->post_attention_residual, 1, "model.layers.%d.%s", l, nm->post_res);
-        MLP("gate_proj.weight", 2, I, D, &y->w_gate, 1);
-        MLP("up_proj.weight", 2, I, D, &y->w_up, 1);
-        MLP("down_proj.weight", 2, D, I, &y->w_down, 1);
+        MLP_MAT("gate_proj.weight", I, D, &y->w_gate);
+        MLP_MAT("up_proj.weight", I, D, &y->w_up);
+        MLP_MAT("down_proj.weight", D, I, &y->w_down);
         if (mlp_bias) {
             MLP("gate_proj.bias", 1, I, 0, &y->b_gate, 1);
             MLP("up_proj.bias", 1, I, 0, &y->b_up, 1);
@@ -138,6 +168,8 @@ static void plan_slots(DogeLoader *ld) {
             MLP("down_embed.weight", 2, c->num_experts, D, &y->down_embed, 1);
             MLP("up_embed.weight", 2, c->num_experts, D, &y->up_embed, 1);
         }
+#undef MLP_MAT
+#undef ATTN_MAT
 #undef MLP
 #undef ATTN
 #undef SLOT
@@ -146,14 +178,22 @@ static void plan_slots(DogeLoader *ld) {
 
 static int max_slots(const DogeConfig *c) { return 4 + c->num_hidden_layers * 32; }
 
-/* Total floats of the arena for the current plan (each tensor aligned); lm_head is separate. */
+/* Total floats of the fp32 arena for the current plan (each tensor aligned); lm_head is separate. */
 static uint64_t arena_floats_of_plan(const DogeLoader *ld) {
     uint64_t total = 0;
     for (int i = 0; i < ld->n_slots; i++) {
         const Slot *s = &ld->slots[i];
-        if (s->dst == &ld->model->lm_head_owned) continue;
+        if (is_lm_head(ld, s) || slot_int8(ld, s)) continue;
         total += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
     }
+    return total;
+}
+
+/* Total bytes of the int8 arena for the current plan; lm_head is separate. */
+static uint64_t qarena_bytes_of_plan(const DogeLoader *ld) {
+    uint64_t total = 0;
+    for (int i = 0; i < ld->n_slots; i++)
+        if (!is_lm_head(ld, &ld->slots[i]) && slot_int8(ld, &ld->slots[i])) total += int8_bytes(&ld->slots[i]);
     return total;
 }
 
@@ -173,14 +213,34 @@ static int allocate_arena(DogeLoader *ld, DogeError *err) {
         return err->code;
     }
     memset(m->arena, 0, m->arena_floats * sizeof(float)); /* alignment padding stays zero for the hash */
-    size_t off = 0;
+    const uint64_t qbytes = qarena_bytes_of_plan(ld);
+    size_t widest = 0;
+    if (qbytes) {
+        m->qarena_bytes = (size_t)qbytes;
+        m->qarena = aligned_alloc(64, m->qarena_bytes);
+        for (int i = 0; i < ld->n_slots; i++)
+            if (slot_int8(ld, &ld->slots[i]) && (size_t)ld->slots[i].shape[1] > widest) widest = (size_t)ld->slots[i].shape[1];
+        ld->row = malloc(sizeof(float) * widest);
+        if (!m->qarena || !ld->row) {
+            doge_set_error(err, DOGE_ERR_NOMEM, "config.json: cannot allocate %.1f MB for the int8 weights", (double)qbytes / 1e6);
+            return err->code;
+        }
+        memset(m->qarena, 0, m->qarena_bytes);
+    }
+    size_t off = 0, qoff = 0;
     for (int i = 0; i < ld->n_slots; i++) {
         Slot *s = &ld->slots[i];
-        if (s->dst == &m->lm_head_owned) continue;
+        if (is_lm_head(ld, s)) continue;
+        if (slot_int8(ld, s)) {
+            point_int8(s->mat, m->qarena + qoff, s);
+            qoff += int8_bytes(s);
+            continue;
+        }
         s->arena_off = off;
         *s->dst = m->arena + off;
         off += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
     }
+    m->weights = ld->weights;
     return DOGE_OK;
 }
 
@@ -216,10 +276,25 @@ fail:
 }
 
 uint64_t doge_loader_weight_bytes(const DogeLoader *ld) {
-    uint64_t b = arena_floats_of_plan(ld) * sizeof(float);
+    uint64_t b = arena_floats_of_plan(ld) * sizeof(float) + qarena_bytes_of_plan(ld);
     if (ld->model->cfg.task == DOGE_TASK_CAUSAL_LM && !ld->model->cfg.tie_word_embeddings)
-        b += (uint64_t)ld->model->cfg.vocab_size * (uint64_t)ld->model->cfg.hidden_size * sizeof(float);
+        for (int i = 0; i < ld->n_slots; i++)
+            if (is_lm_head(ld, &ld->slots[i]))
+                b += slot_int8(ld, &ld->slots[i]) ? int8_bytes(&ld->slots[i]) : slot_floats(&ld->slots[i]) * sizeof(float);
     return b;
+}
+
+int doge_loader_set_weights(DogeLoader *ld, int weights, DogeError *err) {
+    if (weights != DOGE_WEIGHTS_F32 && weights != DOGE_WEIGHTS_INT8) {
+        doge_set_error(err, DOGE_ERR_INPUT, "unknown weight format %d", weights);
+        return err->code;
+    }
+    if (ld->model && ld->model->arena) {
+        doge_set_error(err, DOGE_ERR_INPUT, "the weight format must be chosen before the first file");
+        return err->code;
+    }
+    ld->weights = weights;
+    return DOGE_OK;
 }
 
 static void reset_file_state(DogeLoader *ld) {
@@ -402,13 +477,19 @@ static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
                            shown, got, want);
             return err->code;
         }
-        if (slot->dst == &ld->model->lm_head_owned && !ld->model->lm_head_owned) {
-            ld->model->lm_head_owned = aligned_alloc(64, (slot_floats(slot) * sizeof(float) + 63) / 64 * 64);
-            if (!ld->model->lm_head_owned) {
+        DogeModel *m = ld->model;
+        if (is_lm_head(ld, slot) && !m->lm_head_block) {
+            const int q = slot_int8(ld, slot);
+            m->lm_head_bytes = q ? int8_bytes(slot) : align64(slot_floats(slot) * sizeof(float));
+            m->lm_head_block = aligned_alloc(64, m->lm_head_bytes);
+            if (!m->lm_head_block) {
                 doge_set_error(err, DOGE_ERR_NOMEM, "%s: cannot allocate %.1f MB for lm_head.weight", ld->file,
-                               (double)slot_floats(slot) * 4 / 1e6);
+                               (double)m->lm_head_bytes / 1e6);
                 return err->code;
             }
+            memset(m->lm_head_block, 0, m->lm_head_bytes);
+            if (q) point_int8(&m->lm_head, m->lm_head_block, slot);
+            else m->lm_head.f = m->lm_head_block;
         }
         slot->loaded = 1;
         snprintf(slot->file, sizeof slot->file, "%s", ld->file);
@@ -499,14 +580,42 @@ static float convert_one(DType t, const uint8_t *p) {
     return t == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
 }
 
-/* Converts whole elements from p into the entry's destination, starting at element index first. */
-static void convert_run(const Entry *en, uint64_t first, const uint8_t *p, size_t count) {
-    float *dst = *en->slot->dst + first;
-    if (en->dtype == DT_F32) {
+static void convert_to(float *dst, DType t, const uint8_t *p, size_t count) {
+    if (t == DT_F32) {
         memcpy(dst, p, count * 4); /* wasm and every supported host are little-endian */
         return;
     }
-    for (size_t i = 0; i < count; i++) dst[i] = convert_one(en->dtype, p + 2 * i);
+    for (size_t i = 0; i < count; i++) dst[i] = convert_one(t, p + 2 * i);
+}
+
+/* Quantizes row r of an int8 matrix from ld->row, noting the first non-finite value. */
+static void quantize_row(DogeLoader *ld, const Slot *sl, uint64_t r) {
+    const size_t cols = (size_t)sl->shape[1];
+    for (size_t k = 0; k < cols && !ld->bad_value[0]; k++)
+        if (!isfinite(ld->row[k]))
+            snprintf(ld->bad_value, sizeof ld->bad_value, "%s: tensor '%s' has a non-finite value (NaN or infinity) at element %llu",
+                     sl->file, sl->name, (unsigned long long)(r * cols + k));
+    k_quantize_q8(sl->mat->q + r * cols, sl->mat->d + r * (cols / Q8_GROUP), ld->row, (int)cols);
+}
+
+/* Converts count whole elements from p into the entry's tensor, starting at element index first. */
+static void convert_run(DogeLoader *ld, const Entry *en, uint64_t first, const uint8_t *p, size_t count) {
+    const Slot *sl = en->slot;
+    if (!slot_int8(ld, sl)) {
+        convert_to(*sl->dst + first, en->dtype, p, count);
+        return;
+    }
+    const uint64_t cols = (uint64_t)sl->shape[1];
+    const size_t es = (size_t)dtype_size(en->dtype);
+    while (count > 0) { /* row by row: gather in fp32, quantize when the row is complete */
+        const uint64_t col = first % cols;
+        const size_t n = cols - col < count ? (size_t)(cols - col) : count;
+        convert_to(ld->row + col, en->dtype, p, n);
+        if (col + n == cols) quantize_row(ld, sl, first / cols);
+        first += n;
+        p += n * es;
+        count -= n;
+    }
 }
 
 /* Consumes data-section bytes. pos = bytes of the data section consumed so far (ld->got). */
@@ -532,12 +641,12 @@ static void feed_data(DogeLoader *ld, const uint8_t *p, size_t n) {
                 while (ld->carry_n < es && i < take) ld->carry[ld->carry_n++] = p[i++];
                 if (ld->carry_n == es) {
                     uint64_t idx = (ld->got + i - en->begin) / (uint64_t)es - 1;
-                    (*en->slot->dst)[idx] = convert_one(en->dtype, ld->carry);
+                    convert_run(ld, en, idx, ld->carry, 1);
                     ld->carry_n = 0;
                 }
             }
             size_t whole = (take - i) / (size_t)es;
-            if (whole) convert_run(en, (ld->got + i - en->begin) / (uint64_t)es, p + i, whole);
+            if (whole) convert_run(ld, en, (ld->got + i - en->begin) / (uint64_t)es, p + i, whole);
             i += whole * (size_t)es;
             while (i < take) ld->carry[ld->carry_n++] = p[i++];
             ld->got += take;
@@ -679,9 +788,14 @@ DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
         return NULL;
     }
     /* Weights must be finite: a NaN or infinity would silently poison every logit. */
+    if (ld->bad_value[0]) {
+        doge_set_error(err, DOGE_ERR_TENSOR, "%s", ld->bad_value);
+        ld->failed = 1;
+        return NULL;
+    }
     for (int i = 0; i < ld->n_slots; i++) {
         const Slot *sl = &ld->slots[i];
-        if (!sl->loaded) continue;
+        if (!sl->loaded || !*sl->dst) continue; /* int8 matrices were checked row by row */
         const uint32_t *bits = (const uint32_t *)*sl->dst;
         for (size_t k = 0, n = slot_floats(sl); k < n; k++)
             if ((bits[k] & 0x7F800000u) == 0x7F800000u) {
@@ -692,9 +806,9 @@ DogeModel *doge_loader_finish(DogeLoader *ld, DogeError *err) {
             }
     }
     for (int i = 0; i < ld->n_slots; i++) /* optional tensors the checkpoint lacks */
-        if (!ld->slots[i].required && !ld->slots[i].loaded && ld->slots[i].dst != &m->lm_head_owned) *ld->slots[i].dst = NULL;
+        if (!ld->slots[i].required && !ld->slots[i].loaded && !is_lm_head(ld, &ld->slots[i])) *ld->slots[i].dst = NULL;
     /* Missing lm_head.weight means a tied head, whatever tie_word_embeddings says (HF drops tied copies). */
-    m->lm_head = m->lm_head_owned ? m->lm_head_owned : m->embed;
+    if (!m->lm_head_block) m->lm_head = m->embed;
     ld->model = NULL;
     return m;
 }
@@ -704,13 +818,15 @@ void doge_loader_free(DogeLoader *ld) {
     reset_file_state(ld);
     doge_model_free(ld->model);
     free(ld->slots);
+    free(ld->row);
     free(ld);
 }
 
 void doge_model_free(DogeModel *m) {
     if (!m) return;
     free(m->arena);
-    free(m->lm_head_owned);
+    free(m->qarena);
+    free(m->lm_head_block);
     free(m->layers);
     doge_config_free(&m->cfg);
     free(m);
@@ -720,7 +836,11 @@ int doge_model_task(const DogeModel *m) { return m->cfg.task; }
 int doge_model_vocab_size(const DogeModel *m) { return m->cfg.vocab_size; }
 int doge_model_num_labels(const DogeModel *m) { return m->cfg.task == DOGE_TASK_SEQ_CLS ? m->cfg.num_labels : 0; }
 int doge_model_max_position_embeddings(const DogeModel *m) { return m->cfg.max_position_embeddings; }
-int doge_model_tied_head(const DogeModel *m) { return m->lm_head == m->embed; }
+int doge_model_tied_head(const DogeModel *m) { return m->lm_head_block == NULL; }
+int doge_model_weights(const DogeModel *m) { return m->weights; }
+double doge_model_weight_bytes(const DogeModel *m) {
+    return (double)m->arena_floats * sizeof(float) + (double)m->qarena_bytes + (double)(m->lm_head_block ? m->lm_head_bytes : 0);
+}
 
 const char *doge_model_layout(const DogeModel *m) {
     return m->layout == LAYOUT_OLD ? "original" : m->layout == LAYOUT_MID ? "mid" : "transformers";
@@ -735,14 +855,15 @@ int doge_model_set_moe_routing(DogeModel *m, int routing, DogeError *err) {
     return DOGE_OK;
 }
 
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
 uint64_t doge_model_weights_hash(const DogeModel *m) {
-    uint64_t h = 1469598103934665603ull;
-    const uint8_t *p = (const uint8_t *)m->arena;
-    for (size_t i = 0; i < m->arena_floats * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    if (m->lm_head_owned) {
-        p = (const uint8_t *)m->lm_head_owned;
-        size_t n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.hidden_size * sizeof(float);
-        for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    }
+    uint64_t h = fnv1a(1469598103934665603ull, m->arena, m->arena_floats * sizeof(float));
+    if (m->qarena) h = fnv1a(h, m->qarena, m->qarena_bytes);
+    if (m->lm_head_block) h = fnv1a(h, m->lm_head_block, m->lm_head_bytes);
     return h;
 }

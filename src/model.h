@@ -1,9 +1,11 @@
 /* Internal: the parsed config and the weights of a Doge model. Shapes follow HF: Linear weights are
- * [out, in] row-major, y = x W^T (+ b). Every weight is fp32 (the compute type) after loading. */
+ * [out, in] row-major, y = x W^T (+ b). Weights are fp32 (the compute type) after loading; with int8 weights
+ * the large matrices (a Mat) are int8 with per-group scales instead. */
 #ifndef DOGE_MODEL_H
 #define DOGE_MODEL_H
 
 #include "doge.h"
+#include "kernels.h"
 
 typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_DYNAMIC, ROPE_YARN, ROPE_LONGROPE, ROPE_LLAMA3 } RopeType;
 
@@ -51,21 +53,28 @@ typedef struct {
 int doge_config_parse(DogeConfig *cfg, const char *json, size_t len, DogeError *err);
 void doge_config_free(DogeConfig *cfg);
 
+/* A matrix [rows, cols] that is either fp32 (f) or, with int8 weights, q and d (f is then NULL). */
+typedef struct {
+    float *f;   /* [rows, cols] */
+    int8_t *q;  /* [rows, cols] */
+    float *d;   /* [rows, cols / Q8_GROUP] one scale per group of a row (kernels.h) */
+} Mat;
+
 typedef struct {
     float *input_layernorm;          /* [D] */
     float *input_residual;           /* [D] */
-    float *wq, *bq;                  /* [H*hd, D], [H*hd] */
-    float *wk, *bk;                  /* [KV*hd, D], [KV*hd] */
-    float *wv, *bv;                  /* [KV*hd, D], [KV*hd] */
+    Mat wq; float *bq;               /* [H*hd, D], [H*hd] */
+    Mat wk; float *bk;               /* [KV*hd, D], [KV*hd] */
+    Mat wv; float *bv;               /* [KV*hd, D], [KV*hd] */
     float *A;                        /* [bias_rows] (KV, or H in the OLD/MID layouts) */
     float *wdt, *bdt;                /* [bias_rows, KV*hd], [bias_rows] */
-    float *wo, *bo;                  /* [D, H*hd], [D] */
+    Mat wo; float *bo;               /* [D, H*hd], [D] */
     float *q_norm, *k_norm;          /* [hd] (NULL without q/k norm) */
     float *post_attention_layernorm; /* [D] */
     float *post_attention_residual;  /* [D] */
-    float *w_gate, *b_gate;          /* [I, D], [I] */
-    float *w_up, *b_up;              /* [I, D], [I] */
-    float *w_down, *b_down;          /* [D, I], [D] */
+    Mat w_gate; float *b_gate;       /* [I, D], [I] */
+    Mat w_up; float *b_up;           /* [I, D], [I] */
+    Mat w_down; float *b_down;       /* [D, I], [D] */
     float *w_router, *b_router;      /* [2K, D], [2K] (MoE; the bias only in some original checkpoints) */
     float *down_embed, *up_embed;    /* [E, D]   (MoE) */
 } DogeLayer;
@@ -84,12 +93,16 @@ struct DogeModel {
     int bias_rows;        /* rows of A and dt_proj: H (per query head) or KV */
     int topk_mask;        /* 1: keep only the top keep_window_size keys by bias (HF, MID); 0: OLD */
     int moe_routing;      /* a DogeMoeRouting */
-    float *arena;         /* one block that holds every weight below (except lm_head) */
+    int weights;          /* a DogeWeights */
+    float *arena;         /* one block that holds every fp32 weight below (except lm_head) */
     size_t arena_floats;
-    float *embed;         /* [V, D] */
+    uint8_t *qarena;      /* one block that holds every int8 Mat (int8 weights) */
+    size_t qarena_bytes;
+    Mat embed;            /* [V, D] */
     float *norm;          /* [D] */
-    float *lm_head;       /* [V, D]; points at embed when tied */
-    float *lm_head_owned; /* separate block when the checkpoint has lm_head.weight */
+    Mat lm_head;          /* [V, D]; the embedding when tied */
+    void *lm_head_block;  /* separate block when the checkpoint has lm_head.weight */
+    size_t lm_head_bytes;
     float *score;         /* [num_labels, D] (sequence classification) */
     DogeLayer *layers;    /* [L] */
 };

@@ -8,6 +8,12 @@
 
 #ifndef DOGE_NO_THREADS
 #include <pthread.h>
+#include <stdatomic.h>
+
+/* How long a worker (or the caller) busy-waits before sleeping on the condition variable. A decode step
+ * issues one job per matmul, microseconds apart: sleeping and waking through the kernel between them costs
+ * more than the work, so the threads spin first and sleep only when no job follows (between tokens). */
+#define SPIN_ROUNDS 200000
 #endif
 
 struct Pool {
@@ -16,9 +22,11 @@ struct Pool {
     pthread_t *workers;
     pthread_mutex_t mu;
     pthread_cond_t start, done;
-    unsigned long generation; /* bumped once per pool_run */
-    int pending;              /* workers still running the current job */
-    int quit;
+    atomic_ulong generation; /* bumped once per pool_run: the start signal */
+    atomic_int pending;      /* workers still running the current job */
+    atomic_int sleepers;     /* workers blocked on `start` (the caller then broadcasts) */
+    atomic_int caller_asleep;
+    atomic_int quit;
     PoolFn fn;
     void *ctx;
     int n_items;
@@ -40,6 +48,18 @@ typedef struct {
     int index;
 } WorkerArg;
 
+/* Waits until the generation moves past `seen` or the pool quits. */
+static void wait_for_job(Pool *p, unsigned long seen) {
+    for (int i = 0; i < SPIN_ROUNDS; i++)
+        if (atomic_load(&p->generation) != seen || atomic_load(&p->quit)) return;
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->sleepers, 1);
+    /* seq_cst: either the caller sees sleepers > 0 after publishing the job, or we see the new generation */
+    while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->start, &p->mu);
+    atomic_fetch_sub(&p->sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void *worker_main(void *arg) {
     WorkerArg *wa = arg;
     Pool *p = wa->pool;
@@ -47,23 +67,17 @@ static void *worker_main(void *arg) {
     free(wa);
     unsigned long seen = 0;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->start, &p->mu);
-        if (p->quit) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        seen = p->generation;
-        PoolFn fn = p->fn;
-        void *ctx = p->ctx;
-        int n = p->n_items;
-        pthread_mutex_unlock(&p->mu);
+        wait_for_job(p, seen);
+        if (atomic_load(&p->quit)) return NULL;
+        seen = atomic_load(&p->generation);
         int b, e;
-        range_of(n, p->n_threads, t, &b, &e);
-        if (b < e) fn(ctx, b, e, t);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
+        range_of(p->n_items, p->n_threads, t, &b, &e);
+        if (b < e) p->fn(p->ctx, b, e, t);
+        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_asleep)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
 }
 #endif
@@ -106,20 +120,28 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
     if (n_items <= 0) return;
 #ifndef DOGE_NO_THREADS
     if (p->n_threads > 1 && n_items > 1) {
-        pthread_mutex_lock(&p->mu);
         p->fn = fn;
         p->ctx = ctx;
         p->n_items = n_items;
-        p->pending = p->n_threads - 1;
-        p->generation++;
-        pthread_cond_broadcast(&p->start);
-        pthread_mutex_unlock(&p->mu);
+        atomic_store(&p->pending, p->n_threads - 1);
+        atomic_fetch_add(&p->generation, 1); /* publishes fn/ctx/n_items (seq_cst) */
+        if (atomic_load(&p->sleepers) > 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->start);
+            pthread_mutex_unlock(&p->mu);
+        }
         int b, e;
         range_of(n_items, p->n_threads, 0, &b, &e);
         if (b < e) fn(ctx, b, e, 0);
-        pthread_mutex_lock(&p->mu);
-        while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < SPIN_ROUNDS && atomic_load(&p->pending) > 0; i++) {
+        }
+        if (atomic_load(&p->pending) > 0) {
+            pthread_mutex_lock(&p->mu);
+            atomic_store(&p->caller_asleep, 1);
+            while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+            atomic_store(&p->caller_asleep, 0);
+            pthread_mutex_unlock(&p->mu);
+        }
         return;
     }
 #else
@@ -135,7 +157,7 @@ void pool_free(Pool *p) {
 #ifndef DOGE_NO_THREADS
     if (p->workers) {
         pthread_mutex_lock(&p->mu);
-        p->quit = 1;
+        atomic_store(&p->quit, 1);
         pthread_cond_broadcast(&p->start);
         pthread_mutex_unlock(&p->mu);
         for (int t = 1; t < p->n_threads; t++) pthread_join(p->workers[t - 1], NULL);

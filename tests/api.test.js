@@ -247,7 +247,7 @@ describe('loading over HTTP in the hub layout', () => {
     writeFileSync(`${big}/config.json`, JSON.stringify({ ...config, vocab_size: 32768, hidden_size: 32768, num_hidden_layers: 8 }));
     const before = hub.requests.length;
     await assert.rejects(loadModel('test-org/huge', { hubHost: hub.url }), (e) => e.code === 'OUT_OF_MEMORY' &&
-      /config\.json: the model needs [\d.]+ GiB of fp32 weights; wasm memory holds at most 4 GiB/.test(e.message));
+      /config\.json: the model needs [\d.]+ GiB of f32 weights; wasm memory holds at most 4 GiB/.test(e.message));
     assert.ok(!hub.requests.slice(before).some((u) => u.endsWith('model.safetensors')), 'no weight download started');
   });
 
