@@ -97,7 +97,7 @@ export class StopMatcher {
  */
 export async function runGeneration({ engine, session, vocabSize, tokenizer, promptIds, opts, emit, aborted }) {
   if (promptIds.length === 0) throw new DogeError('BAD_INPUT', 'the prompt is empty (no tokens)');
-  if (promptIds.length >= session.nCtx) {
+  if (promptIds.length >= session.nCtx && !session.bounded) {
     throw new DogeError('CONTEXT_OVERFLOW', `the prompt has ${promptIds.length} tokens; the context holds ${session.nCtx} (raise contextLength)`);
   }
   session.reset();
@@ -127,7 +127,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
         break;
       }
       if (ids.length >= opts.maxNewTokens) break;
-      if (session.pos >= session.nCtx) {
+      if (session.pos >= session.nCtx && !session.bounded) {
         stopReason = 'context';
         break;
       }

@@ -25,6 +25,11 @@ export interface LoadOptions {
   build?: 'auto' | 'threads' | 'single';
   /** KV cache size in tokens (default max_position_embeddings). */
   contextLength?: number;
+  /** Keep the KV cache at contextLength tokens forever: when it is full, evict the keys the dynamic mask can
+   * never attend to again (all but the keep_window_size keys with the largest bias). Results are exactly
+   * those of an unbounded cache; generation and prompts have no length limit. Needs a causal LM in the
+   * transformers layout and contextLength > keep_window_size (BAD_INPUT otherwise). Default false. */
+  boundedCache?: boolean;
   /** Host that repo ids resolve against (default https://huggingface.co). */
   hubHost?: string;
   /** Hub revision (default 'main'). */
@@ -105,6 +110,8 @@ export interface ModelInfo {
   numLabels: number;
   maxPositionEmbeddings: number;
   contextLength: number;
+  /** the bounded KV cache is on */
+  boundedCache: boolean;
   tiedHead: boolean;
   /** checkpoint layout: 'transformers' (HF 4.57), 'original' (remote-code era) or 'mid' (small-doge converter) */
   layout: 'transformers' | 'original' | 'mid';

@@ -304,11 +304,24 @@ export class WasmSession {
     this.nCtx = this.engine.mod._doge_session_n_ctx(handle);
     this.threads = this.engine.mod._doge_session_threads(handle);
     this.cacheBytes = this.engine.mod._doge_session_cache_bytes(handle);
+    this.bounded = false;
   }
 
-  /** Tokens in the KV cache. */
+  /** Tokens seen since the last reset (the next token's position). */
   get pos() {
     return this.engine.mod._doge_session_pos(this.handle);
+  }
+
+  /** Keys held in the KV cache (= pos unless the bounded cache evicted some). */
+  get cached() {
+    return this.engine.mod._doge_session_cached(this.handle);
+  }
+
+  /** Switches the bounded cache (doge.h doge_session_set_bounded) on an empty session. */
+  setBounded(on) {
+    const status = this.engine.mod._doge_session_set_bounded(this.handle, on ? 1 : 0, this.engine.errPtr);
+    if (status !== 0) this.engine.raise(status);
+    this.bounded = !!on;
   }
 
   reset() {

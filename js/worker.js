@@ -74,6 +74,12 @@ serveRpc({
       }
       if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
       const session = model.createSession(options.contextLength ?? 0);
+      try {
+        if (options.boundedCache) session.setBounded(true);
+      } catch (e) {
+        session.free();
+        throw e;
+      }
       state = { engine, model, session, tokenizer, config, generationConfig };
     } catch (e) {
       model?.free();
@@ -117,7 +123,7 @@ serveRpc({
       const s = requireState();
       const input = promptIds(ids);
       if (input.length === 0) throw new DogeError('BAD_INPUT', 'logits needs at least one token id');
-      if (input.length > s.session.nCtx) {
+      if (input.length > s.session.nCtx && !s.session.bounded) {
         throw new DogeError('CONTEXT_OVERFLOW', `${input.length} tokens do not fit the context of ${s.session.nCtx} (raise contextLength)`);
       }
       s.session.reset();
@@ -149,6 +155,7 @@ function info() {
     numLabels: model.numLabels,
     maxPositionEmbeddings: model.maxPositionEmbeddings,
     contextLength: session.nCtx,
+    boundedCache: session.bounded,
     tiedHead: model.tiedHead,
     layout: model.layout,
     moeRouting: model.moeRouting,

@@ -93,7 +93,14 @@ uint64_t doge_model_weights_hash(const DogeModel *m);
 DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, DogeError *err);
 void doge_session_free(DogeSession *s);
 void doge_session_reset(DogeSession *s);                /* empties the KV cache and the dynamic-RoPE state */
-int doge_session_pos(const DogeSession *s);             /* tokens in the KV cache */
+int doge_session_pos(const DogeSession *s);             /* tokens seen since the last reset */
+int doge_session_cached(const DogeSession *s);          /* keys held in the KV cache (= pos unless bounded) */
+/* Bounded cache (causal LMs in the transformers layout, empty session, n_ctx > keep_window_size): when the
+ * cache is full it keeps only the keep_window_size keys with the largest dynamic-mask bias per layer and kv
+ * head, which are the only ones any later token can attend to. Results stay exactly those of an unbounded
+ * cache, memory stays at n_ctx tokens, and generation has no length limit; a call longer than
+ * n_ctx - keep_window_size runs in pieces. */
+int doge_session_set_bounded(DogeSession *s, int on, DogeError *err);
 int doge_session_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
 double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */

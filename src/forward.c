@@ -18,7 +18,11 @@ struct DogeSession {
     const DogeModel *m;
     Pool *pool;
     int n_ctx;            /* capacity of the KV cache in tokens */
-    int pos;              /* P: tokens in the cache */
+    int pos;              /* P: tokens seen (the next token's position) */
+    int used;             /* U: cache slots in use; = pos unless the bounded cache has evicted keys */
+    int bounded;          /* 1: when full, the cache keeps only the keys the dynamic mask can still pick */
+    /* Slot u of every cache below holds, in position order, a key of a token seen; without eviction slot
+     * u is position u. */
     float *k_cache;       /* [L][KV][n_ctx][hd]  keys after k_norm and RoPE */
     float *v_cache;       /* [L][KV][n_ctx][hd]  raw values */
     float *bias_cache;    /* [L][bias_rows][n_ctx] exp(A * softplus(dt_proj(v))) per key (a function of v alone);
@@ -263,7 +267,7 @@ static int select_top(const float *v, int len, int keep, float *tmp, int *idx) {
 typedef struct {
     DogeSession *s;
     int layer;
-    int P, S; /* tokens cached before this call, tokens in this call */
+    int P, U, S; /* position of the first token of this call, cache slots used before it, tokens in this call */
 } LayerJob;
 
 /* One work item = (query row i, bias row b): pick the keys the dynamic mask keeps, then attend with the
@@ -285,7 +289,8 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
     for (int item = begin; item < end; item++) {
         const int i = item / NB, b = item % NB;
         const int h0 = b * heads_per_row, g = h0 / R;              /* first query head, its kv head */
-        const int p = job->P + i;                                  /* absolute position of the query */
+        const int p = job->U + i; /* the query's own slot: every slot before it holds an earlier token */
+        /* slots are positions here: the bounded cache is refused with a sliding window */
         const int lo = c->sliding_window && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
         const int allowed = p - lo + 1;                            /* causal (+ sliding window) keys lo..p */
         const float *bias = s->bias_cache + ((size_t)job->layer * NB + b) * s->n_ctx;       /* [T] */
@@ -467,6 +472,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
 void doge_session_reset(DogeSession *s) {
     const DogeConfig *c = &s->m->cfg;
     s->pos = 0;
+    s->used = 0;
     memcpy(s->inv_freq, s->inv_freq_orig, sizeof(float) * (size_t)(c->head_dim / 2));
     s->attn_scaling = s->attn_scaling_orig;
     s->rope_cached_len = c->max_position_embeddings;
@@ -487,6 +493,57 @@ void doge_session_free(DogeSession *s) {
 }
 
 int doge_session_pos(const DogeSession *s) { return s->pos; }
+int doge_session_cached(const DogeSession *s) { return s->used; }
+
+int doge_session_set_bounded(DogeSession *s, int on, DogeError *err) {
+    const DogeModel *m = s->m;
+    const DogeConfig *c = &m->cfg;
+    if (s->pos != 0) {
+        doge_set_error(err, DOGE_ERR_INPUT, "the bounded cache is switched on an empty session (reset it first)");
+        return err->code;
+    }
+    if (on) {
+        const char *why = c->task != DOGE_TASK_CAUSAL_LM ? "it serves causal LMs only"
+                          : !m->topk_mask ? "this checkpoint layout attends to every key, so no key can be evicted"
+                          : m->bias_rows != c->num_key_value_heads ? "this layout keeps a separate key set per query head"
+                          : c->sliding_window ? "the config sets a sliding window"
+                          : s->n_ctx <= c->keep_window_size ? "the cache must hold more than keep_window_size tokens"
+                          : NULL;
+        if (why) {
+            doge_set_error(err, DOGE_ERR_INPUT, "the bounded cache cannot be used: %s (context %d, keep_window_size %d)", why,
+                           s->n_ctx, c->keep_window_size);
+            return err->code;
+        }
+    }
+    s->bounded = on != 0;
+    return DOGE_OK;
+}
+
+/* Evicts from every (layer, kv head) all keys but the W with the largest dynamic-mask bias (ties: the
+ * earlier key stays), keeping slot order = position order. Exact for every later query: its allowed keys
+ * are all cached keys plus later ones, and it attends to the top W of them by the same bias order, which
+ * never includes a key that is outside the top W of a subset. */
+static void compact_cache(DogeSession *s) {
+    const DogeConfig *c = &s->m->cfg;
+    const int W = c->keep_window_size, KV = c->num_key_value_heads, hd = c->head_dim, U = s->used;
+    if (U <= W) return;
+    float *tmp = s->scratch;                   /* [n_ctx] */
+    int *keep = (int *)(s->scratch + s->n_ctx); /* [n_ctx] */
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (int g = 0; g < KV; g++) {
+            const size_t row = (size_t)l * KV + g; /* bias row g = kv head g (checked when switched on) */
+            float *bias = s->bias_cache + row * s->n_ctx;
+            float *K = s->k_cache + row * s->n_ctx * hd, *V = s->v_cache + row * s->n_ctx * hd;
+            const int n = select_top(bias, U, W, tmp, keep);
+            for (int t = 0; t < n; t++) { /* keep[t] >= t: moving down in order never overwrites a kept key */
+                if (keep[t] == t) continue;
+                bias[t] = bias[keep[t]];
+                memcpy(K + (size_t)t * hd, K + (size_t)keep[t] * hd, sizeof(float) * (size_t)hd);
+                memcpy(V + (size_t)t * hd, V + (size_t)keep[t] * hd, sizeof(float) * (size_t)hd);
+            }
+        }
+    s->used = W;
+}
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
 double doge_session_cache_bytes(const DogeSession *s) {
@@ -509,8 +566,18 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         doge_set_error(err, DOGE_ERR_INPUT, "a forward call needs at least one token");
         return err->code;
     }
-    if (S > s->n_ctx - s->pos) {
-        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->pos, S,
+    if (S > s->n_ctx - s->used && s->bounded) {
+        compact_cache(s);
+        const int room = s->n_ctx - s->used;
+        if (S > room) { /* in pieces that fit, evicting between them */
+            const int V = c->vocab_size;
+            int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
+            if (rc != DOGE_OK) return rc;
+            return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
+        }
+    }
+    if (S > s->n_ctx - s->used) {
+        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->used, S,
                        s->n_ctx);
         return err->code;
     }
@@ -525,7 +592,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     }
     if (ensure_workspace(s, S, err) != DOGE_OK) return err->code;
 
-    const int P = s->pos;
+    const int P = s->pos, U = s->used;
     rope_update(s, (long)P + S);
     rope_tables(s, S);
 
@@ -538,7 +605,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[(row + i) / Q8_GROUP];
     }
 
-    LayerJob job = {s, 0, P, S};
+    LayerJob job = {s, 0, P, U, S};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
         job.layer = l;
@@ -560,7 +627,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
                 float *k = s->k + (size_t)t * Hkv + (size_t)g * hd;
                 if (ly->k_norm) k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
                 k_rope(k, cs, sn, hd);
-                const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(P + t);
+                const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(U + t);
                 memcpy(s->k_cache + slot * hd, k, sizeof(float) * hd);
                 memcpy(s->v_cache + slot * hd, s->v + (size_t)t * Hkv + (size_t)g * hd, sizeof(float) * hd);
             }
@@ -568,7 +635,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             for (int b = 0; b < m->bias_rows; b++) {
                 float z = k_dot(ly->wdt + (size_t)b * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
                 if (ly->bdt) z = z + ly->bdt[b];
-                s->bias_cache[((size_t)l * m->bias_rows + b) * s->n_ctx + (size_t)(P + t)] = expf(ly->A[b] * k_softplus(z));
+                s->bias_cache[((size_t)l * m->bias_rows + b) * s->n_ctx + (size_t)(U + t)] = expf(ly->A[b] * k_softplus(z));
             }
         }
         pool_run(s->pool, attention_task, &job, S * m->bias_rows);
@@ -590,6 +657,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             k_residual(s->x + (size_t)t * D, ly->post_attention_residual, s->proj + (size_t)t * D, D);
     }
     s->pos = P + S;
+    s->used = U + S;
 
     /* final norm and head */
     if (mode == DOGE_LOGITS_NONE) return DOGE_OK;
