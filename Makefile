@@ -27,7 +27,7 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDogeModule \
-	-sENVIRONMENT=web,worker,node -sINITIAL_MEMORY=64MB -sMAXIMUM_MEMORY=4GB -sALLOW_MEMORY_GROWTH=1 \
+	-sENVIRONMENT=web,worker,node -sINITIAL_MEMORY=16MB -sTOTAL_STACK=2MB -sMAXIMUM_MEMORY=4GB -sALLOW_MEMORY_GROWTH=1 \
 	-sWASM_BIGINT -sNODEJS_CATCH_EXIT=0 -sNODEJS_CATCH_REJECTION=0 \
 	-sEXPORTED_FUNCTIONS='[$(subst $(space),$(comma),$(patsubst %,"%",$(WASM_EXPORTS)))]' \
 	-sEXPORTED_RUNTIME_METHODS='["UTF8ToString","stringToUTF8","lengthBytesUTF8"]'

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DogeError, loadModel, loadModelTokenizer } from './index.js';
+import { benchModel } from './bench.js';
 
 /** The small model trained by this project and shipped with the package (tools/train.py). */
 const EMBEDDED_MODEL = fileURLToPath(new URL('../models/doge-mini', import.meta.url));
@@ -81,10 +82,11 @@ const COMMANDS = {
   bench: {
     summary: 'measure load, prefill and decode speed and peak memory; print one JSON object',
     usage: 'doge-wasm bench --model <dir|url|repo-id> [--threads N] [--prompt-tokens P] [--new-tokens N] [--weights f32|int8] [--json]',
-    details: 'Loads the model, prefills P token ids (a fixed pseudo-random prompt), then decodes N tokens greedily\n' +
-      '(never stopping at end-of-sequence), through the public API. --json prints {"prefill_tok_s", "decode_tok_s",\n' +
-      '"ttft_ms", "load_ms", "load_mb_s", "peak_rss_mb", "threads", "weights", "build", ...}; peak_rss_mb is the\n' +
-      "process's peak resident memory (Node's maxRSS), which includes Node itself.",
+    details: 'Loads the model, prefills P token ids (a fixed prompt), then decodes N tokens greedily (never stopping\n' +
+      'at end-of-sequence), through the public API. --json prints {"prefill_tok_s", "decode_tok_s", "ttft_ms",\n' +
+      '"load_ms", "load_mb_s", "peak_rss_mb", "threads", "weights", "build", "wasm_memory_mb", "weight_mb",\n' +
+      '"kv_cache_mb", ...}; peak_rss_mb is the whole process (Node included), wasm_memory_mb the engine\'s memory.\n' +
+      'The context defaults to P + N; with --bounded-cache and a smaller --context-length, N may be any length.',
     options: {
       ...ENGINE_OPTIONS,
       'prompt-tokens': { type: 'string', arg: '<P>', help: 'prompt length (default 256)' },
@@ -136,11 +138,6 @@ function modelSource(values) {
   return EMBEDDED_MODEL;
 }
 
-function chain(...fns) {
-  const live = fns.filter(Boolean);
-  return live.length ? (p) => live.forEach((f) => f(p)) : undefined;
-}
-
 /** A one-line progress bar on stderr, only when stderr is a terminal. */
 function progressBar() {
   if (!process.stderr.isTTY) return undefined;
@@ -155,11 +152,11 @@ function progressBar() {
   };
 }
 
-/** @param {(p: {file: string, loaded: number, total: number|null}) => void} [onProgress] */
-async function load(values, onProgress) {
+/** The LoadOptions the engine options on the command line ask for. */
+function loadOptions(values) {
   const build = values.build ?? 'auto';
   if (!['auto', 'threads', 'single'].includes(build)) fail('BAD_ARGUMENT', `--build must be auto, threads or single, got '${build}'`);
-  const model = await loadModel(modelSource(values), {
+  const opts = {
     threads: intOption(values, 'threads', 1, 256),
     build,
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
@@ -168,12 +165,17 @@ async function load(values, onProgress) {
     weights: values.weights,
     hubHost: values['hub-host'],
     revision: values.revision,
-    onProgress: chain(progressBar(), onProgress),
-  });
+    onProgress: progressBar(),
+  };
+  return Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
+}
+
+async function load(values) {
+  const model = await loadModel(modelSource(values), loadOptions(values));
   if (values.verbose) {
     const i = model.info;
     process.stderr.write(`model: ${i.layout} layout${i.isMoe ? `, MoE routing ${i.moeRouting}` : ''}, ${i.task}, vocabulary ${i.vocabSize}; ` +
-      `engine: ${i.build} build, ${i.threads} thread${i.threads > 1 ? 's' : ''} (${i.threadsReason})\n`);
+      `engine: ${i.build} build, ${i.threads} thread${i.threads > 1 ? 's' : ''} (${i.threadsReason}); ${i.weights} weights\n`);
   }
   return model;
 }
@@ -284,51 +286,22 @@ async function runLogits(values) {
   }
 }
 
-/** The benchmark prompt: fixed ids spread over the vocabulary (the same in the peer benchmarks, tools/bench). */
-function benchPrompt(length, vocabSize) {
-  return Array.from({ length }, (_, i) => (1000 + 37 * i) % vocabSize);
-}
-
 async function runBench(values) {
-  const promptTokens = intOption(values, 'prompt-tokens', 1, 1 << 20) ?? 256;
-  const newTokens = intOption(values, 'new-tokens', 2, 1 << 24) ?? 128;
   const source = modelSource(values);
-  const files = [];
-  const t0 = performance.now();
-  const model = await load({ ...values, 'context-length': values['context-length'] ?? String(promptTokens + newTokens) }, (p) => (files[p.file] = p.loaded));
-  const loadMs = performance.now() - t0;
-  try {
-    if (model.info.task !== 'causal-lm') fail('BAD_ARGUMENT', `${source}: bench needs a causal LM`);
-    const t1 = performance.now();
-    let ttftMs = null;
-    const stream = model.generate(benchPrompt(promptTokens, model.info.vocabSize), { maxNewTokens: newTokens, temperature: 0, eosTokenId: [] });
-    for await (const piece of stream) if (ttftMs === null && piece.tokenId !== null) ttftMs = performance.now() - t1;
-    const { ids, stats } = await stream.result;
-    const loadedBytes = Object.values(files).reduce((a, b) => a + b, 0);
-    const report = {
-      model: source,
-      prefill_tok_s: +stats.prefillTokensPerSecond.toFixed(1),
-      decode_tok_s: +stats.tokensPerSecond.toFixed(1),
-      ttft_ms: +ttftMs.toFixed(2),
-      load_ms: +loadMs.toFixed(1),
-      load_mb_s: +(loadedBytes / 1e6 / (loadMs / 1000)).toFixed(1),
-      peak_rss_mb: +(process.resourceUsage().maxRSS / 1024).toFixed(1),
-      threads: stats.threads,
-      weights: model.info.weights,
-      build: stats.build,
-      prompt_tokens: promptTokens,
-      new_tokens: stats.generatedTokens,
-      weight_mb: +(model.info.weightBytes / 1e6).toFixed(1),
-      kv_cache_mb: +(model.info.kvCacheBytes / 1e6).toFixed(1),
-      first_token: ids[0],
-    };
-    if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
-    else process.stdout.write(`prefill ${report.prefill_tok_s} tok/s, decode ${report.decode_tok_s} tok/s, first token ${report.ttft_ms} ms, ` +
-      `load ${report.load_ms} ms (${report.load_mb_s} MB/s), peak RSS ${report.peak_rss_mb} MB, ${report.weights} weights, ` +
-      `${report.build} build, ${report.threads} thread${report.threads > 1 ? 's' : ''}\n`);
-  } finally {
-    await model.dispose();
-  }
+  const report = {
+    model: source,
+    ...(await benchModel(source, {
+      ...loadOptions(values),
+      promptTokens: intOption(values, 'prompt-tokens', 1, 1 << 20) ?? 256,
+      newTokens: intOption(values, 'new-tokens', 2, 1 << 24) ?? 128,
+    })),
+    peak_rss_mb: +(process.resourceUsage().maxRSS / 1024).toFixed(1),
+  };
+  if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
+  else process.stdout.write(`prefill ${report.prefill_tok_s} tok/s, decode ${report.decode_tok_s} tok/s, first token ${report.ttft_ms} ms, ` +
+    `load ${report.load_ms} ms (${report.load_mb_s} MB/s), wasm memory ${report.wasm_memory_mb} MB (weights ${report.weight_mb} MB, ` +
+    `KV cache ${report.kv_cache_mb} MB), peak RSS ${report.peak_rss_mb} MB, ${report.weights} weights, ${report.build} build, ` +
+    `${report.threads} thread${report.threads > 1 ? 's' : ''}\n`);
 }
 
 function help(name) {

@@ -158,6 +158,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
         seed: opts.seed,
         build: engine.info.build,
         threads: engine.info.threads,
+        memoryBytes: engine.memoryBytes,
       },
     };
   } finally {

@@ -86,6 +86,8 @@ export interface GenerationStats {
   seed: number;
   build: 'threads' | 'single';
   threads: number;
+  /** bytes of wasm memory at the end (its peak: wasm memory never shrinks) */
+  memoryBytes: number;
 }
 
 export interface GenerationResult {

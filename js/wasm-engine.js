@@ -118,6 +118,11 @@ export class Engine {
     return new WasmLoader(this, handle);
   }
 
+  /** Bytes of wasm memory (it only grows, so this is also its peak). */
+  get memoryBytes() {
+    return this.mod.HEAPU8.length;
+  }
+
   /** Ends the pthread workers so that Node can exit. */
   dispose() {
     if (!this.mod) return;

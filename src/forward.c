@@ -13,6 +13,8 @@
 #include "pool.h"
 
 #define DOGE_PI 3.14159265358979323846 /* Python math.pi */
+/* From this many tokens per call, int8 matmuls expand W to fp32 instead of quantizing x (see matmul_w). */
+#define Q8_PREFILL_TOKENS 4
 
 struct DogeSession {
     const DogeModel *m;
@@ -46,6 +48,8 @@ struct DogeSession {
     float *cos, *sin;     /* [S, hd/2] */
     float *logits;        /* [V] last-position logits of doge_session_next */
     int8_t *xq;           /* [S, max(D, H*hd, I)]  int8 activations of an int8 matmul */
+    float *wbuf;          /* [threads][4][wbuf_cols] int8 weight rows expanded to fp32 (prefill) */
+    int wbuf_cols;
     float *xd;            /* [S, max(D, H*hd, I) / Q8_GROUP] their scales */
     /* per-thread scratch */
     size_t scratch_words;
@@ -187,6 +191,7 @@ static void rope_tables(DogeSession *s, int S) {
 /* parallel pieces                                                                                       */
 
 typedef struct {
+    DogeSession *s;
     float *y;
     const float *x, *w, *b;
     const int8_t *xq, *wq;
@@ -196,18 +201,21 @@ typedef struct {
 
 /* Work items are blocks of 4 rows of W (the kernels' unit), so a thread's share is whole blocks. */
 static void matmul_task(void *ctx, int begin, int end, int thread) {
-    (void)thread;
     const MatmulJob *j = ctx;
     const int o0 = begin * 4, o1 = end * 4 < j->out ? end * 4 : j->out;
-    if (j->wq) k_matmul_q8_rows(j->y, j->xq, j->xd, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1);
+    if (j->xq) k_matmul_q8_rows(j->y, j->xq, j->xd, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1);
+    else if (j->wq)
+        k_matmul_q8w_rows(j->y, j->x, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1,
+                          j->s->wbuf + (size_t)thread * 4 * j->s->wbuf_cols);
     else k_matmul_rows(j->y, j->x, j->w, j->b, j->S, j->in, j->out, o0, o1);
 }
 
 /* y[S, out] = x[S, in] W[out, in]^T (+ b), rows of W split across threads. An int8 W meets x quantized
- * the same way (per group of Q8_GROUP). */
+ * the same way (per group of Q8_GROUP) for a single token; several tokens (prefill) meet W expanded to fp32
+ * block by block, which costs no more per token than fp32 weights. */
 static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, const float *b, int S, int in, int out) {
-    MatmulJob j = {y, x, w->f, b, NULL, w->q, NULL, w->d, S, in, out};
-    if (w->q) {
+    MatmulJob j = {s, y, x, w->f, b, NULL, w->q, NULL, w->d, S, in, out};
+    if (w->q && S < Q8_PREFILL_TOKENS) {
         for (int t = 0; t < S; t++)
             k_quantize_q8(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
         j.xq = s->xq;
@@ -383,6 +391,12 @@ static void moe_task(void *ctx, int begin, int end, int thread) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* session                                                                                               */
 
+/* The longest input row of any projection matrix: D, H*hd or I. */
+static int widest_input(const DogeConfig *c) {
+    const int D = c->hidden_size, Hq = c->num_attention_heads * c->head_dim, I = c->intermediate_size;
+    return D > Hq ? (D > I ? D : I) : (Hq > I ? Hq : I);
+}
+
 static void free_workspace(DogeSession *s) {
     float **bufs[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->proj, &s->gate, &s->up, &s->router, &s->cos, &s->sin, &s->xd};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
@@ -414,7 +428,7 @@ static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     s->router = malloc(sizeof(float) * n * 2 * (c->is_moe ? (size_t)c->num_keys : 1));
     s->cos = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
     s->sin = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
-    const size_t widest = D > Hq ? (D > I ? D : I) : (Hq > I ? Hq : I);
+    const size_t widest = (size_t)widest_input(c);
     const int int8 = s->m->weights == DOGE_WEIGHTS_INT8;
     s->xq = int8 ? malloc(n * widest) : NULL;
     s->xd = int8 ? malloc(sizeof(float) * n * (widest / Q8_GROUP + 1)) : NULL;
@@ -457,8 +471,12 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
         if (moe > s->scratch_words) s->scratch_words = moe;
     }
     if (s->pool) s->scratch = malloc(sizeof(float) * s->scratch_words * (size_t)pool_threads(s->pool));
+    if (s->pool && m->weights == DOGE_WEIGHTS_INT8) {
+        s->wbuf_cols = widest_input(c);
+        s->wbuf = malloc(sizeof(float) * 4 * (size_t)s->wbuf_cols * (size_t)pool_threads(s->pool));
+    }
     if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->logits || !s->pool ||
-        !s->scratch) {
+        !s->scratch || (m->weights == DOGE_WEIGHTS_INT8 && !s->wbuf)) {
         doge_session_free(s);
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for a %d-token KV cache (%.1f MB)", n_ctx,
                        (double)(sizeof(float) * L * KV * T * (2 * hd + 1)) / 1e6);
@@ -487,6 +505,7 @@ void doge_session_free(DogeSession *s) {
     free(s->inv_freq);
     free(s->inv_freq_orig);
     free(s->scratch);
+    free(s->wbuf);
     free(s->logits);
     pool_free(s->pool);
     free(s);

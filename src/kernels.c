@@ -119,22 +119,34 @@ static float dot1(const float *x, const float *w, int n) {
 #endif
 }
 
-void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
-    int o = o0;
-    for (; o + 4 <= o1; o += 4) { /* the 4 rows stay in L1 while the tokens stream past */
-        const float *w0 = w + (size_t)o * in;
-        for (int s = 0; s < S; s++) {
-            float r[4];
-            dot4(r, x + (size_t)s * in, w0, w0 + in, w0 + 2 * (size_t)in, w0 + 3 * (size_t)in, in);
-            float *ys = y + (size_t)s * out + o;
-            for (int k = 0; k < 4; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
-        }
+/* y[s][o .. o+rows) for rows <= 4 weight rows starting at w (row o of the matrix). */
+static void rows_block(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o, int rows) {
+    for (int s = 0; s < S; s++) {
+        const float *xs = x + (size_t)s * in;
+        float r[4];
+        if (rows == 4) dot4(r, xs, w, w + in, w + 2 * (size_t)in, w + 3 * (size_t)in, in);
+        else
+            for (int k = 0; k < rows; k++) r[k] = dot1(xs, w + (size_t)k * in, in);
+        float *ys = y + (size_t)s * out + o;
+        for (int k = 0; k < rows; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
     }
-    for (; o < o1; o++)
-        for (int s = 0; s < S; s++) {
-            float v = dot1(x + (size_t)s * in, w + (size_t)o * in, in);
-            y[(size_t)s * out + o] = b ? v + b[o] : v;
-        }
+}
+
+void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
+    for (int o = o0; o < o1; o += 4) /* the 4 rows stay in L1 while the tokens stream past */
+        rows_block(y, x, w + (size_t)o * in, b, S, in, out, o, o1 - o < 4 ? o1 - o : 4);
+}
+
+void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *wd, const float *b, int S, int in, int out,
+                       int o0, int o1, float *wbuf) {
+    const int G = in / Q8_GROUP;
+    for (int o = o0; o < o1; o += 4) {
+        const int rows = o1 - o < 4 ? o1 - o : 4;
+        for (int k = 0; k < rows; k++)
+            for (int i = 0; i < in; i++)
+                wbuf[(size_t)k * in + i] = (float)wq[(size_t)(o + k) * in + i] * wd[(size_t)(o + k) * G + i / Q8_GROUP];
+        rows_block(y, x, wbuf, b, S, in, out, o, rows);
+    }
 }
 
 /* ---- int8 matmul -----------------------------------------------------------------------------------

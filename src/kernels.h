@@ -34,4 +34,9 @@ float k_softplus(float x);
 /* Half-split ("rotate_half") rotary embedding on one head of size hd with cos/sin tables of hd/2. */
 void k_rope(float *x, const float *cos, const float *sin, int hd);
 
+/* As k_matmul_rows with W int8 and x fp32: each block of 4 rows of W is expanded to fp32 in wbuf [4 * in]
+ * once and meets all S tokens there (prefill: more exact than quantizing x, and as fast as fp32). */
+void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *wd, const float *b, int S, int in, int out,
+                       int o0, int o1, float *wbuf);
+
 #endif
