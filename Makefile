@@ -36,7 +36,7 @@ WASM_FLAGS := $(CFLAGS_COMMON) -O3 -msimd128 -sMODULARIZE -sEXPORT_NAME=createDo
 # a caller that blocks; the thread pool then runs with the threads it has.
 WASM_MT_FLAGS := -pthread '-sPTHREAD_POOL_SIZE=Module.dogePoolSize' -sPTHREAD_POOL_SIZE_STRICT=2
 
-.PHONY: all native wasm web serve demo check-torch fuzz test-fuzz test-sanitizers deps deps-apt deps-test apt-install deps-npm test test-c test-js cases clean
+.PHONY: all native wasm web serve demo check-torch fuzz test-fuzz test-sanitizers deps deps-apt deps-test apt-install deps-npm test test-c test-js cases clean bench deps-bench soak
 
 all: deps native wasm web
 
@@ -152,6 +152,26 @@ test-fuzz:
 	$(MAKE) fuzz FUZZ_SECONDS=10
 
 test: test-c test-sanitizers test-fuzz test-js
+
+# ---- benchmarks and soak (not part of `make test`) ------------------------------------------------------
+# Peers: llama.cpp (node-llama-cpp), wllama and onnxruntime-web from tools/bench/package.json; the ONNX export
+# needs Debian's torch; the plain C loop is built by tools/bench/plain_loop.sh.
+BENCH_APT_PACKAGES := python3-numpy python3-torch python3-onnx libopenblas0-pthread chromium
+deps-bench: all deps-npm
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BENCH_APT_PACKAGES)"
+	@[ -f tools/bench/node_modules/.doge-stamp ] && [ tools/bench/node_modules/.doge-stamp -nt tools/bench/package-lock.json ] || \
+		{ npm ci --prefix tools/bench --no-audit --no-fund --omit=optional && touch tools/bench/node_modules/.doge-stamp; }
+	@[ build/bench/plain_loop -nt tools/bench/plain_loop.c ] || sh tools/bench/plain_loop.sh
+
+# Writes bench/results.json, bench/RESULTS.md and bench/decode.svg. BENCH_ARGS e.g. --models doge-20m --repeat 1
+BENCH_ARGS ?=
+bench: deps-bench
+	node tools/bench/run.mjs $(BENCH_ARGS)
+
+# 20k tokens with the bounded cache and 100 load/dispose cycles; fails when memory grows.
+SOAK_ARGS ?=
+soak: wasm deps-npm
+	node tests/soak/soak.mjs $(SOAK_ARGS)
 
 clean:
 	rm -rf build dist

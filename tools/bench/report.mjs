@@ -1,0 +1,89 @@
+// Renders bench/results.json (tools/bench/run.mjs) as a Markdown report with the targets of issue #6 and an
+// SVG bar chart of decode speeds.
+
+const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
+
+function byLabel(results, model) {
+  const map = new Map();
+  for (const r of results.runs) if (r.model === model && !r.error) map.set(r.label, r);
+  return map;
+}
+
+/** [what, measured ratio, target, pass] for the doge-20m runs. */
+export function targets(results) {
+  const m = byLabel(results, 'doge-20m');
+  const dec = (l) => m.get(l)?.decode_tok_s;
+  const pre = (l) => m.get(l)?.prefill_tok_s;
+  const ratio = (a, b) => (a && b ? a / b : undefined);
+  const wllama = Math.max(dec('wllama chromium f32 1t') ?? 0, dec('wllama chromium q8_0 1t') ?? 0) || undefined;
+  const rows = [
+    ['f32 decode vs the plain C loop in wasm (Node)', ratio(dec('doge-wasm node single f32 1t'), dec('plain-c node f32 1t')), 1.3],
+    ['int8 decode vs llama.cpp Q8_0 native', ratio(dec('doge-wasm node single int8 1t'), dec('llama.cpp native q8_0 1t')), 1.0],
+    ['int8 decode vs onnxruntime-web (Node)', ratio(dec('doge-wasm node single int8 1t'), dec('onnxruntime-web node f32 1t')), 3.0],
+    ['int8 decode vs wllama (Chromium, its faster of F32/Q8_0)', ratio(dec('doge-wasm node single int8 1t'), wllama), 5.0],
+    ['wasm f32 decode vs the native build', ratio(dec('doge-wasm node single f32 1t'), dec('doge-native f32 1t')), 0.8],
+    ['f32 prefill (P = 256) vs f32 decode', ratio(pre('doge-wasm node single f32 1t'), dec('doge-wasm node single f32 1t')), 4.0],
+    ['int8 prefill (P = 256) vs int8 decode', ratio(pre('doge-wasm node single int8 1t'), dec('doge-wasm node single int8 1t')), 4.0],
+    ['2 threads vs 1, f32 decode (pthreads build)', ratio(dec('doge-wasm node threads f32 2t'), dec('doge-wasm node threads f32 1t')), 1.0],
+    ['2 threads vs 1, int8 decode (pthreads build)', ratio(dec('doge-wasm node threads int8 2t'), dec('doge-wasm node threads int8 1t')), 1.0],
+    ['2 threads vs 1, f32 prefill (pthreads build)', ratio(pre('doge-wasm node threads f32 2t'), pre('doge-wasm node threads f32 1t')), 1.5],
+    ['2 threads vs 1, int8 prefill (pthreads build)', ratio(pre('doge-wasm node threads int8 2t'), pre('doge-wasm node threads int8 1t')), 1.5],
+  ];
+  return rows.map(([what, got, want]) => [what, got, want, got === undefined ? null : got >= want]);
+}
+
+/** Engine memory against weights + KV cache + 32 MB, and the bounded cache's memory over a long generation. */
+function memoryChecks(results) {
+  const lines = [];
+  for (const r of results.runs) {
+    if (r.error || r.wasm_memory_mb === undefined) continue;
+    const budget = r.weight_mb + r.kv_cache_mb + 32;
+    lines.push(`| ${r.model} | ${r.label} | ${fmt(r.wasm_memory_mb)} | ${fmt(r.weight_mb)} | ${fmt(r.kv_cache_mb)} | ${fmt(budget)} | ${r.wasm_memory_mb <= budget ? 'yes' : '**no**'} |`);
+  }
+  const long = results.runs.filter((r) => r.long && !r.error);
+  let flat = '';
+  if (long.length === 2) {
+    const [a, b] = long;
+    flat = `\nBounded cache (keep_window_size + 256 = 2304 slots), int8, doge-20m: after ${a.new_tokens} tokens wasm memory ` +
+      `${fmt(a.wasm_memory_mb)} MB and peak RSS ${fmt(a.peak_rss_mb)} MB; after ${b.new_tokens} tokens ${fmt(b.wasm_memory_mb)} MB and ` +
+      `${fmt(b.peak_rss_mb)} MB (decode ${fmt(a.decode_tok_s)} and ${fmt(b.decode_tok_s)} tok/s). ` +
+      `Memory flat: **${b.wasm_memory_mb === a.wasm_memory_mb && b.peak_rss_mb - a.peak_rss_mb < 8 ? 'yes' : 'no'}**.\n`;
+  }
+  return `| model | run | wasm memory MB | weights MB | KV cache MB | budget MB | within |\n|---|---|---|---|---|---|---|\n${lines.join('\n')}\n${flat}`;
+}
+
+export function renderMarkdown(results) {
+  const models = [...new Set(results.runs.map((r) => r.model))];
+  let md = `# doge-wasm benchmark\n\n${results.date}, ${results.cpu}, ${results.cores} cores, Node ${results.node}; ` +
+    `median of ${results.repeat} runs by decode speed. Random-weight checkpoints with the dimensions of the released models ` +
+    `(tools/bench/make_checkpoint.mjs); prompt 256 token ids, 128 greedy new tokens. Written by \`make bench\`.\n\n`;
+  md += '## Targets (doge-20m, issue #6)\n\n| target | measured | wanted | met |\n|---|---|---|---|\n';
+  for (const [what, got, want, ok] of targets(results)) md += `| ${what} | ${fmt(got, 2)}x | >= ${want}x | ${ok === null ? 'not measured' : ok ? 'yes' : '**no**'} |\n`;
+  for (const model of models) {
+    md += `\n## ${model}\n\n| runtime | decode tok/s | prefill tok/s | first token ms | load ms | decode runs |\n|---|---|---|---|---|---|\n`;
+    for (const r of results.runs.filter((x) => x.model === model && !x.long)) {
+      md += r.error ? `| ${r.label} | failed: ${r.error.replace(/\|/g, '/')} | | | | |\n`
+        : `| ${r.label} | ${fmt(r.decode_tok_s)} | ${fmt(r.prefill_tok_s)} | ${fmt(r.ttft_ms)} | ${fmt(r.load_ms)} | ${(r.decode_runs ?? []).map((x) => fmt(x)).join(', ')} |\n`;
+    }
+  }
+  md += `\n## Memory\n\n${memoryChecks(results)}`;
+  return md;
+}
+
+export function renderSvg(results) {
+  const runs = results.runs.filter((r) => !r.error && !r.long && r.decode_tok_s);
+  const barH = 16, gap = 4, left = 330, width = 900;
+  const max = Math.max(...runs.map((r) => r.decode_tok_s));
+  const height = 40 + runs.length * (barH + gap);
+  const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const bars = runs.map((r, i) => {
+    const y = 30 + i * (barH + gap), w = ((width - left - 80) * r.decode_tok_s) / max;
+    const ours = r.label.startsWith('doge-');
+    return `<text x="${left - 6}" y="${y + 12}" text-anchor="end">${esc(`${r.model} ${r.label}`)}</text>` +
+      `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${ours ? '#c8702a' : '#7a8793'}"/>` +
+      `<text x="${left + w + 4}" y="${y + 12}">${fmt(r.decode_tok_s)}</text>`;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">` +
+    `<text x="10" y="18" font-size="13">decode tokens/s (greedy, 1 token per step), ${esc(results.cpu)}, ${esc(results.date.slice(0, 10))}</text>` +
+    `${bars.join('')}</svg>\n`;
+}

@@ -1,0 +1,113 @@
+// `make bench`: doge-wasm (native, wasm in Node, wasm in Chromium) and its peers on random checkpoints with the
+// dimensions of Doge-20M and Doge-60M, one after another on this machine, in one run. Writes
+// bench/results.json (every measurement), bench/RESULTS.md (tables, the targets of issue #6 as ratios) and
+// bench/decode.svg (decode speed per runtime), and prints each measurement as it comes.
+//   node tools/bench/run.mjs [--models doge-20m,doge-60m] [--repeat 3] [--long-tokens 20000] [--only ours|peers]
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { renderMarkdown, renderSvg } from './report.mjs';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const { values } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'doge-20m,doge-60m' },
+    repeat: { type: 'string', default: '3' },
+    'long-tokens': { type: 'string', default: '20000' },
+    only: { type: 'string' },
+  },
+});
+const REPEAT = Number(values.repeat);
+const PY = '/usr/bin/python3';
+
+function sh(cmd, args, { timeoutMs = 30 * 60e3, cwd = root } = {}) {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 1 << 28 });
+  return { ok: r.status === 0, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
+}
+
+function prepare(name) {
+  const dir = `build/bench/models/${name}`;
+  const steps = [
+    [`${dir}/model.safetensors`, 'node', ['tools/bench/make_checkpoint.mjs', name, dir]],
+    [`build/bench/gguf/${name}-f32.gguf`, PY, ['tools/bench/gguf.py', dir, `build/bench/gguf/${name}-f32.gguf`, '--type', 'f32']],
+    [`build/bench/gguf/${name}-q8_0.gguf`, PY, ['tools/bench/gguf.py', dir, `build/bench/gguf/${name}-q8_0.gguf`, '--type', 'q8_0']],
+    [`build/bench/onnx/${name}.onnx`, PY, ['tools/bench/export_onnx.py', '--model', dir, '--out', `build/bench/onnx/${name}.onnx`]],
+  ];
+  mkdirSync(`${root}build/bench/gguf`, { recursive: true });
+  mkdirSync(`${root}build/bench/onnx`, { recursive: true });
+  for (const [out, cmd, args] of steps) {
+    if (existsSync(`${root}${out}`)) continue;
+    const r = sh(cmd, args);
+    if (!r.ok) console.error(`bench: could not make ${out}: ${r.stderr.trim().split('\n').pop()}`);
+  }
+}
+
+/** Every configuration measured for one model: [label, command, args]; each prints one JSON object last. */
+function configs(name) {
+  const dir = `build/bench/models/${name}`;
+  const gguf = (t) => `build/bench/gguf/${name}-${t}.gguf`;
+  const ours = [];
+  for (const w of ['f32', 'int8']) {
+    for (const t of [1, 2]) ours.push([`doge-native ${w} ${t}t`, 'build/native/doge-native', ['bench', '--model', dir, '--weights', w, '--threads', String(t)]]);
+    ours.push([`doge-wasm node single ${w} 1t`, 'node', ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', w, '--build', 'single']]);
+    for (const t of [1, 2]) ours.push([`doge-wasm node threads ${w} ${t}t`, 'node', ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', w, '--build', 'threads', '--threads', String(t)]]);
+    for (const t of [1, 2]) ours.push([`doge-wasm chromium ${w} ${t}t`, 'node', ['tools/bench/ours_browser.mjs', '--model', dir, '--weights', w, '--threads', String(t)]]);
+  }
+  const peers = [
+    ['plain-c native f32 1t', 'build/bench/plain_loop', ['--model', dir]],
+    ['plain-c node f32 1t', 'node', ['build/bench/plain-wasm/plain_loop.js', '--model', dir]],
+    ['llama.cpp native f32 1t', 'node', ['tools/bench/peer_llamacpp.mjs', '--gguf', gguf('f32')]],
+    ['llama.cpp native q8_0 1t', 'node', ['tools/bench/peer_llamacpp.mjs', '--gguf', gguf('q8_0')]],
+    ['wllama chromium f32 1t', 'node', ['tools/bench/peer_wllama.mjs', '--gguf', gguf('f32')]],
+    ['wllama chromium q8_0 1t', 'node', ['tools/bench/peer_wllama.mjs', '--gguf', gguf('q8_0')]],
+    ['onnxruntime-web node f32 1t', 'node', ['tools/bench/peer_ort.mjs', '--onnx', `build/bench/onnx/${name}.onnx`, '--model', dir]],
+  ];
+  return values.only === 'ours' ? ours : values.only === 'peers' ? peers : [...ours, ...peers];
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
+/** Runs one configuration REPEAT times; keeps the run with the median decode speed. */
+function measure(model, [label, cmd, args]) {
+  const runs = [];
+  for (let i = 0; i < REPEAT; i++) {
+    const r = sh(cmd, args, { timeoutMs: 10 * 60e3 });
+    const line = r.stdout.trim().split('\n').pop();
+    try {
+      if (!r.ok) throw new Error(r.stderr.trim().split('\n').slice(-2).join(' '));
+      runs.push(JSON.parse(line));
+    } catch (e) {
+      const entry = { label, model, error: String(e.message ?? e).slice(0, 300) };
+      console.log(JSON.stringify(entry));
+      return entry;
+    }
+  }
+  const mid = median(runs.map((r) => r.decode_tok_s));
+  const pick = runs.find((r) => r.decode_tok_s === mid);
+  const entry = { label, ...pick, model, decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
+  console.log(JSON.stringify(entry));
+  return entry;
+}
+
+/** Constant memory: int8 generation with the bounded cache (keep_window_size + 256 slots), short and long. */
+function longRuns(model) {
+  const dir = `build/bench/models/${model}`;
+  const ctx = String(2048 + 256);
+  return [1000, Number(values['long-tokens'])].map((n) => measure(model, [`doge-wasm node single int8 1t bounded ${n}`, 'node',
+    ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', 'int8', '--build', 'single', '--bounded-cache', '--context-length', ctx,
+      '--prompt-tokens', '16', '--new-tokens', String(n)]]));
+}
+
+const results = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, repeat: REPEAT, runs: [] };
+for (const model of values.models.split(',')) {
+  prepare(model);
+  for (const c of configs(model)) results.runs.push(measure(model, c));
+  if (model === 'doge-20m' && values.only !== 'peers') results.runs.push(...longRuns(model).map((r) => ({ ...r, long: true })));
+}
+mkdirSync(`${root}bench`, { recursive: true });
+writeFileSync(`${root}bench/results.json`, JSON.stringify(results, null, 1) + '\n');
+writeFileSync(`${root}bench/RESULTS.md`, renderMarkdown(results));
+writeFileSync(`${root}bench/decode.svg`, renderSvg(results));
+console.log(`bench: wrote bench/results.json, bench/RESULTS.md, bench/decode.svg`);
