@@ -160,7 +160,7 @@ BENCH_APT_PACKAGES := python3-numpy python3-torch python3-onnx libopenblas0-pthr
 deps-bench: all deps-npm
 	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BENCH_APT_PACKAGES)"
 	@[ -f tools/bench/node_modules/.doge-stamp ] && [ tools/bench/node_modules/.doge-stamp -nt tools/bench/package-lock.json ] || \
-		{ npm ci --prefix tools/bench --no-audit --no-fund --omit=optional && touch tools/bench/node_modules/.doge-stamp; }
+		{ npm ci --prefix tools/bench --no-audit --no-fund --omit=optional --ignore-scripts && touch tools/bench/node_modules/.doge-stamp; }
 	@[ build/bench/plain_loop -nt tools/bench/plain_loop.c ] || sh tools/bench/plain_loop.sh
 
 # Writes bench/results.json, bench/RESULTS.md and bench/decode.svg. BENCH_ARGS e.g. --models doge-20m --repeat 1

@@ -1,0 +1,127 @@
+// Shared by the peer benchmark runners: arguments, the prompt, and a small GGUF metadata reader.
+import { openSync, readSync, closeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+/** The benchmark prompt, the same as `doge-wasm bench` (js/cli.js benchPrompt). */
+export function benchPrompt(length, vocabSize) {
+  return Array.from({ length }, (_, i) => (1000 + 37 * i) % vocabSize);
+}
+
+/** Token id -> its text in the GGUFs written by gguf.py (token_word there): ' ' + 4 letters, base 26. */
+export function tokenWord(id) {
+  let s = '';
+  for (let k = 0; k < 4; k++, id = Math.floor(id / 26)) s = String.fromCharCode(97 + (id % 26)) + s;
+  return ' ' + s;
+}
+
+export function parseBenchArgs(usage) {
+  const { values } = parseArgs({
+    options: {
+      gguf: { type: 'string' },
+      threads: { type: 'string', default: '1' },
+      'prompt-tokens': { type: 'string', default: '256' },
+      'new-tokens': { type: 'string', default: '128' },
+      verbose: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help || !values.gguf) {
+    process.stderr.write(usage + '\n');
+    process.exit(values.help ? 0 : 2);
+  }
+  const int = (name, min) => {
+    const v = Number(values[name]);
+    if (!Number.isInteger(v) || v < min) {
+      process.stderr.write(`--${name} must be an integer >= ${min}\n`);
+      process.exit(2);
+    }
+    return v;
+  };
+  return {
+    gguf: values.gguf, threads: int('threads', 1), promptTokens: int('prompt-tokens', 1), newTokens: int('new-tokens', 1),
+    verbose: !!values.verbose,
+  };
+}
+
+const FILE_TYPES = { 0: 'f32', 1: 'f16', 2: 'q4_0', 3: 'q4_1', 7: 'q8_0', 8: 'q5_0', 9: 'q5_1' };
+
+/**
+ * Reads the scalar key/values of a GGUF file's header (arrays are skipped). Returns
+ * { meta, name, weights, vocabSize }: `name` is general.name, `weights` the general.file_type as text.
+ */
+export function readGgufMeta(path) {
+  const fd = openSync(path, 'r');
+  let buf = Buffer.alloc(0);
+  let fileOffset = 0;
+  let pos = 0;
+  const need = (n) => {
+    while (pos + n > buf.length) {
+      const chunk = Buffer.alloc(Math.max(1 << 20, n));
+      const got = readSync(fd, chunk, 0, chunk.length, fileOffset);
+      if (got === 0) throw new Error(`${path}: truncated GGUF header`);
+      fileOffset += got;
+      buf = Buffer.concat([buf.subarray(pos), chunk.subarray(0, got)]);
+      pos = 0;
+    }
+  };
+  const u32 = () => { need(4); const v = buf.readUInt32LE(pos); pos += 4; return v; };
+  const u64 = () => { need(8); const v = buf.readBigUInt64LE(pos); pos += 8; return Number(v); };
+  const str = () => { const n = u64(); need(n); const s = buf.toString('utf8', pos, pos + n); pos += n; return s; };
+  const SIZES = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+  const scalar = (t) => {
+    if (t === 8) return str();
+    const n = SIZES[t];
+    if (!n) throw new Error(`${path}: bad GGUF value type ${t}`);
+    need(n);
+    let v;
+    switch (t) {
+      case 0: v = buf.readUInt8(pos); break;
+      case 1: v = buf.readInt8(pos); break;
+      case 2: v = buf.readUInt16LE(pos); break;
+      case 3: v = buf.readInt16LE(pos); break;
+      case 4: v = buf.readUInt32LE(pos); break;
+      case 5: v = buf.readInt32LE(pos); break;
+      case 6: v = buf.readFloatLE(pos); break;
+      case 7: v = buf.readUInt8(pos) !== 0; break;
+      case 10: v = Number(buf.readBigUInt64LE(pos)); break;
+      case 11: v = Number(buf.readBigInt64LE(pos)); break;
+      case 12: v = buf.readDoubleLE(pos); break;
+    }
+    pos += n;
+    return v;
+  };
+  try {
+    need(4);
+    if (buf.toString('latin1', 0, 4) !== 'GGUF') throw new Error(`${path}: not a GGUF file`);
+    pos = 4;
+    const version = u32();
+    if (version < 2) throw new Error(`${path}: GGUF version ${version} not supported`);
+    u64(); // tensor count
+    const nKv = u64();
+    const meta = {};
+    for (let i = 0; i < nKv; i++) {
+      const key = str();
+      const t = u32();
+      if (t === 9) {
+        const et = u32();
+        const n = u64();
+        if (et === 8) for (let j = 0; j < n; j++) str();
+        else { const sz = SIZES[et]; need(sz * n); pos += sz * n; }
+        meta[key] = { arrayLength: n };
+      } else {
+        meta[key] = scalar(t);
+      }
+    }
+    const arch = meta['general.architecture'];
+    return {
+      meta,
+      name: meta['general.name'] ?? null,
+      weights: FILE_TYPES[meta['general.file_type']] ?? `file_type_${meta['general.file_type']}`,
+      vocabSize: meta[`${arch}.vocab_size`] ?? meta['tokenizer.ggml.tokens']?.arrayLength,
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export const round = (x, digits = 1) => +x.toFixed(digits);
