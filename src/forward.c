@@ -47,7 +47,7 @@ struct DogeSession {
     float *router;        /* [S, 2K]    MoE router logits */
     float *cos, *sin;     /* [S, hd/2] */
     float *logits;        /* [V] last-position logits of doge_session_next */
-    int8_t *xq;           /* [S, max(D, H*hd, I)]  int8 activations of an int8 matmul */
+    int16_t *xq;          /* [S, max(D, H*hd, I)]  quantized activations of an int8 matmul (int16 lanes) */
     float *wbuf;          /* [threads][4][wbuf_cols] int8 weight rows expanded to fp32 (prefill) */
     int wbuf_cols;
     float *xd;            /* [S, max(D, H*hd, I) / Q8_GROUP] their scales */
@@ -194,7 +194,8 @@ typedef struct {
     DogeSession *s;
     float *y;
     const float *x, *w, *b;
-    const int8_t *xq, *wq;
+    const int16_t *xq;
+    const int8_t *wq;
     const float *xd, *wd;
     int S, in, out;
 } MatmulJob;
@@ -217,7 +218,7 @@ static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, con
     MatmulJob j = {s, y, x, w->f, b, NULL, w->q, NULL, w->d, S, in, out};
     if (w->q && S < Q8_PREFILL_TOKENS) {
         for (int t = 0; t < S; t++)
-            k_quantize_q8(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
+            k_quantize_q8_wide(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
         j.xq = s->xq;
         j.xd = s->xd;
     }
@@ -430,7 +431,7 @@ static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     s->sin = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
     const size_t widest = (size_t)widest_input(c);
     const int int8 = s->m->weights == DOGE_WEIGHTS_INT8;
-    s->xq = int8 ? malloc(n * widest) : NULL;
+    s->xq = int8 ? malloc(sizeof(int16_t) * n * widest) : NULL;
     s->xd = int8 ? malloc(sizeof(float) * n * (widest / Q8_GROUP + 1)) : NULL;
     if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->proj || !s->gate || !s->up || !s->router ||
         !s->cos || !s->sin || (int8 && (!s->xq || !s->xd))) {
@@ -621,7 +622,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         const size_t row = (size_t)ids[t] * D;
         if (m->embed.f) memcpy(xt, m->embed.f + row, sizeof(float) * D);
         else
-            for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[(row + i) / Q8_GROUP];
+            for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[k_q8_scale_index((size_t)ids[t], i / Q8_GROUP, D / Q8_GROUP)];
     }
 
     LayerJob job = {s, 0, P, U, S};

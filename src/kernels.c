@@ -144,116 +144,108 @@ void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *
         const int rows = o1 - o < 4 ? o1 - o : 4;
         for (int k = 0; k < rows; k++)
             for (int i = 0; i < in; i++)
-                wbuf[(size_t)k * in + i] = (float)wq[(size_t)(o + k) * in + i] * wd[(size_t)(o + k) * G + i / Q8_GROUP];
+                wbuf[(size_t)k * in + i] = (float)wq[(size_t)(o + k) * in + i] * wd[k_q8_scale_index((size_t)(o + k), i / Q8_GROUP, G)];
         rows_block(y, x, wbuf, b, S, in, out, o, rows);
     }
 }
 
 /* ---- int8 matmul -----------------------------------------------------------------------------------
- * A group's integer sum is split into four lanes exactly as the SIMD path forms them (lane j: elements
- * 2j, 2j+1, 2j+8, 2j+9 of each 16); each lane is scaled and accumulated in fp32, then reduced as
- * (l0 + l1) + (l2 + l3). */
+ * x is quantized like the weights but kept in int16 lanes (SIMD: i32x4.dot_i16x8_s against the weights
+ * widened to int16). Each row's result is sum over groups g, in order, of float(exact integer group sum) x
+ * (wd x xd) accumulated in fp32 from 0: the same bits in every build. The weight scales of 4 consecutive
+ * rows sit side by side (k_q8_scale_index), so one vector multiply scales a group of 4 rows at once. */
 
-void k_quantize_q8(int8_t *q, float *d, const float *x, int n) {
+/* One group of Q8_GROUP values: returns d = absmax / 127 and sets q[i] = nearest(x[i] / d) in [-127, 127]. */
+static float quantize_group(const float *x, int32_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < Q8_GROUP; i++) {
+        const float a = x[i] < 0 ? -x[i] : x[i];
+        amax = a > amax ? a : amax;
+    }
+    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+#ifdef __wasm_simd128__
+    const v128_t vid = wasm_f32x4_splat(id);
+    for (int i = 0; i < Q8_GROUP; i += 4)
+        wasm_v128_store(q + i, wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i), vid))));
+#else
+    for (int i = 0; i < Q8_GROUP; i++) q[i] = (int32_t)nearbyintf(x[i] * id);
+#endif
+    return d;
+}
+
+void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
+    int32_t t[Q8_GROUP];
     for (int g = 0; g < n / Q8_GROUP; g++) {
-        const float *xg = x + g * Q8_GROUP;
-        int8_t *qg = q + g * Q8_GROUP;
-        float amax = 0.0f;
-        for (int i = 0; i < Q8_GROUP; i++) amax = fmaxf(amax, fabsf(xg[i]));
-        const float dg = amax / 127.0f, id = dg > 0.0f ? 1.0f / dg : 0.0f;
-        d[g] = dg;
-#ifdef __wasm_simd128__
-        const v128_t vid = wasm_f32x4_splat(id);
-        for (int i = 0; i < Q8_GROUP; i += 16) {
-            v128_t r[4];
-            for (int k = 0; k < 4; k++)
-                r[k] = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(xg + i + 4 * k), vid)));
-            wasm_v128_store(qg + i, wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(r[0], r[1]), wasm_i16x8_narrow_i32x4(r[2], r[3])));
-        }
-#else
-        for (int i = 0; i < Q8_GROUP; i++) qg[i] = (int8_t)nearbyintf(xg[i] * id);
-#endif
+        d[k_q8_scale_index(row, g, n / Q8_GROUP)] = quantize_group(x + g * Q8_GROUP, t);
+        for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int8_t)t[i];
+    }
+}
+
+void k_quantize_q8_wide(int16_t *q, float *d, const float *x, int n) {
+    int32_t t[Q8_GROUP];
+    for (int g = 0; g < n / Q8_GROUP; g++) {
+        d[g] = quantize_group(x + g * Q8_GROUP, t);
+        for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int16_t)t[i];
     }
 }
 
 #ifdef __wasm_simd128__
-/* i32x4 lane sums of one group of 32 products */
-static inline v128_t group_sum(const int8_t *a, const int8_t *b) {
-    const v128_t a0 = wasm_v128_load(a), a1 = wasm_v128_load(a + 16), b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 16);
-    /* |q| <= 127, so two products fit in an i16 lane */
-    const v128_t p0 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(a0, b0), wasm_i16x8_extmul_high_i8x16(a0, b0));
-    const v128_t p1 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(a1, b1), wasm_i16x8_extmul_high_i8x16(a1, b1));
-    return wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(p0), wasm_i32x4_extadd_pairwise_i16x8(p1));
+/* i32x4 partial sums of one group of 32 products w[i] x[i] */
+static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
+    const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 16);
+    v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(x));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(x + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(x + 16)));
+    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(x + 24)));
 }
 
-static inline v128_t scaled(v128_t acc, v128_t isum, float scale) {
-    return wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), wasm_f32x4_splat(scale)));
-}
-
-static inline float hsum4(v128_t a) {
-    return (wasm_f32x4_extract_lane(a, 0) + wasm_f32x4_extract_lane(a, 1)) +
-           (wasm_f32x4_extract_lane(a, 2) + wasm_f32x4_extract_lane(a, 3));
-}
-#else
-static void group_sum_lanes(int32_t *lane, const int8_t *a, const int8_t *b) {
-    for (int j = 0; j < 4; j++) {
-        int32_t s = 0;
-        for (int h = 0; h < 32; h += 16)
-            s += a[h + 2 * j] * b[h + 2 * j] + a[h + 2 * j + 8] * b[h + 2 * j + 8] + a[h + 2 * j + 1] * b[h + 2 * j + 1] +
-                 a[h + 2 * j + 9] * b[h + 2 * j + 9];
-        lane[j] = s;
-    }
+/* [sum a, sum b, sum c, sum d] of four i32x4 vectors (exact: integers) */
+static inline v128_t sum4x4(v128_t a, v128_t b, v128_t c, v128_t d) {
+    const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+    const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
 }
 #endif
 
-static void dot_q8_rows(float *out, int rows, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, int in) {
+/* out[0..rows) for rows <= 4 weight rows starting at w (a 4-row block), d: the block's interleaved scales. */
+static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *xd, const int8_t *w, const float *d, int in) {
     const int G = in / Q8_GROUP;
 #ifdef __wasm_simd128__
-    if (rows == 4) {
-        v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        const int8_t *w1 = wq + in, *w2 = wq + 2 * (size_t)in, *w3 = wq + 3 * (size_t)in;
-        for (int g = 0; g < G; g++) {
-            const int8_t *xg = xq + g * Q8_GROUP;
-            const size_t off = (size_t)g * Q8_GROUP;
-            a0 = scaled(a0, group_sum(wq + off, xg), wd[g] * xd[g]);
-            a1 = scaled(a1, group_sum(w1 + off, xg), wd[G + g] * xd[g]);
-            a2 = scaled(a2, group_sum(w2 + off, xg), wd[2 * G + g] * xd[g]);
-            a3 = scaled(a3, group_sum(w3 + off, xg), wd[3 * G + g] * xd[g]);
-        }
-        out[0] = hsum4(a0);
-        out[1] = hsum4(a1);
-        out[2] = hsum4(a2);
-        out[3] = hsum4(a3);
-        return;
+    /* rows past the end of the matrix repeat row 0; their lanes are dropped */
+    const int8_t *w0 = w, *w1 = rows > 1 ? w + in : w, *w2 = rows > 2 ? w + 2 * (size_t)in : w, *w3 = rows > 3 ? w + 3 * (size_t)in : w;
+    v128_t acc = wasm_f32x4_splat(0.0f);
+    for (int g = 0; g < G; g++) {
+        const int16_t *xg = xq + g * Q8_GROUP;
+        const size_t off = (size_t)g * Q8_GROUP;
+        const v128_t isum = sum4x4(group_sum(w0 + off, xg), group_sum(w1 + off, xg), group_sum(w2 + off, xg), group_sum(w3 + off, xg));
+        const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[g]));
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
     }
-    for (int r = 0; r < rows; r++) {
-        v128_t a = wasm_f32x4_splat(0.0f);
-        for (int g = 0; g < G; g++)
-            a = scaled(a, group_sum(wq + (size_t)r * in + (size_t)g * Q8_GROUP, xq + g * Q8_GROUP), wd[(size_t)r * G + g] * xd[g]);
-        out[r] = hsum4(a);
-    }
+    float r[4];
+    wasm_v128_store(r, acc);
+    for (int k = 0; k < rows; k++) out[k] = r[k];
 #else
-    for (int r = 0; r < rows; r++) {
-        float a[4] = {0};
+    for (int k = 0; k < rows; k++) {
+        const int8_t *wk = w + (size_t)k * in;
+        float acc = 0.0f;
         for (int g = 0; g < G; g++) {
-            int32_t lane[4];
-            group_sum_lanes(lane, wq + (size_t)r * in + (size_t)g * Q8_GROUP, xq + g * Q8_GROUP);
-            const float scale = wd[(size_t)r * G + g] * xd[g];
-            for (int j = 0; j < 4; j++) a[j] += (float)lane[j] * scale;
+            int32_t isum = 0;
+            for (int i = g * Q8_GROUP; i < (g + 1) * Q8_GROUP; i++) isum += wk[i] * xq[i];
+            acc += (float)isum * (d[4 * g + k] * xd[g]);
         }
-        out[r] = (a[0] + a[1]) + (a[2] + a[3]);
+        out[k] = acc;
     }
 #endif
 }
 
-void k_matmul_q8_rows(float *y, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
+void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1) {
     const int G = in / Q8_GROUP;
     for (int o = o0; o < o1; o += 4) {
         const int rows = o1 - o < 4 ? o1 - o : 4;
         for (int s = 0; s < S; s++) {
             float r[4];
-            dot_q8_rows(r, rows, xq + (size_t)s * in, xd + (size_t)s * G, wq + (size_t)o * in, wd + (size_t)o * G, in);
+            dot_q8_block(r, rows, xq + (size_t)s * in, xd + (size_t)s * G, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
             float *ys = y + (size_t)s * out + o;
             for (int k = 0; k < rows; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
         }

@@ -8,6 +8,7 @@
 float k_dot(const float *a, const float *b, int n);
 /* y[i] += a * x[i] */
 void k_axpy(float *y, float a, const float *x, int n);
+#include <stddef.h>
 #include <stdint.h>
 
 /* y[s][o] = x[s] . w[o] (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out].
@@ -17,11 +18,17 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
 
 /* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
 #define Q8_GROUP 32
-/* q[n], d[n / Q8_GROUP] from x[n] (n a multiple of Q8_GROUP): d = absmax / 127, q = nearest(x / d). */
-void k_quantize_q8(int8_t *q, float *d, const float *x, int n);
+/* Where the scale of group g of row `row` lives in a matrix's scales (G groups per row): the scales of 4
+ * consecutive rows side by side, group after group. A matrix of R rows has ceil(R / 4) * 4 * G scales. */
+static inline size_t k_q8_scale_index(size_t row, int g, int G) { return (row / 4 * (size_t)G + (size_t)g) * 4 + row % 4; }
+/* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP): q[n] (the row's values) and its scales
+ * in d (the whole matrix's, see k_q8_scale_index): d = absmax / 127, q = nearest(x / d) per group. */
+void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
+/* The same values in int16 lanes: activations, ready for the int16 dot products of k_matmul_q8_rows. */
+void k_quantize_q8_wide(int16_t *q, float *d, const float *x, int n);
 /* As k_matmul_rows with x and w quantized: y[s][o] = sum_g xd[s][g] wd[o][g] sum_{i in g} xq[s][i] wq[o][i]
  * (+ b[o]). The integer group sums are exact; the float sums follow one fixed order. */
-void k_matmul_q8_rows(float *y, const int8_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
+void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1);
 /* out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 as HF's RMSNorm (out may alias x). */
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

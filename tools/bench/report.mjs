@@ -18,7 +18,8 @@ export function targets(results) {
   const wllama = Math.max(dec('wllama chromium f32 1t') ?? 0, dec('wllama chromium q8_0 1t') ?? 0) || undefined;
   const rows = [
     ['f32 decode vs the plain C loop in wasm (Node)', ratio(dec('doge-wasm node single f32 1t'), dec('plain-c node f32 1t')), 1.3],
-    ['int8 decode vs llama.cpp Q8_0 native', ratio(dec('doge-wasm node single int8 1t'), dec('llama.cpp native q8_0 1t')), 1.0],
+    ['int8 decode vs llama.cpp Q8_0 native (both driven from Node)', ratio(dec('doge-wasm node single int8 1t'), dec('llama.cpp native q8_0 1t')), 1.0],
+    ["int8 decode vs llama.cpp Q8_0 native (llama.cpp's own timer: no sampling, no JS)", ratio(dec('doge-wasm node single int8 1t'), m.get('llama.cpp native q8_0 1t')?.llama_decode_tok_s), 1.0],
     ['int8 decode vs onnxruntime-web (Node)', ratio(dec('doge-wasm node single int8 1t'), dec('onnxruntime-web node f32 1t')), 3.0],
     ['int8 decode vs wllama (Chromium, its faster of F32/Q8_0)', ratio(dec('doge-wasm node single int8 1t'), wllama), 5.0],
     ['wasm f32 decode vs the native build', ratio(dec('doge-wasm node single f32 1t'), dec('doge-native f32 1t')), 0.8],
