@@ -133,7 +133,7 @@ export class GenerationStream {
     const done = rpc.request('generate', { input, options: opts }, {
       signal,
       onEvent: (event, data) => {
-        if (event === 'token') this.push(data);
+        if (event === 'tokens') for (const piece of data) this.push(piece);
       },
     });
     signal?.addEventListener('abort', () => {

@@ -93,16 +93,21 @@ serveRpc({
     return serialized(async () => {
       const s = requireState();
       const opts = resolveOptions(options, s.generationConfig, s.config);
-      return runGeneration({
-        engine: s.engine,
-        session: s.session,
-        vocabSize: s.model.vocabSize,
-        tokenizer: s.tokenizer,
-        promptIds: promptIds(input),
-        opts,
-        emit: (piece) => ctx.emit('token', piece),
-        aborted: ctx.aborted,
-      });
+      const batch = pieceBatcher((pieces) => ctx.emit('tokens', pieces));
+      try {
+        return await runGeneration({
+          engine: s.engine,
+          session: s.session,
+          vocabSize: s.model.vocabSize,
+          tokenizer: s.tokenizer,
+          promptIds: promptIds(input),
+          opts,
+          emit: batch.push,
+          aborted: ctx.aborted,
+        });
+      } finally {
+        batch.flush();
+      }
     });
   },
 
@@ -146,6 +151,26 @@ serveRpc({
     });
   },
 });
+
+/** Pieces go to the page (or Node's main thread) in batches: the first at once, then at most one message per
+ * BATCH_MS. Waking the main thread for every token would take CPU from the engine threads on small machines. */
+const BATCH_MS = 10;
+function pieceBatcher(send) {
+  let pending = [];
+  let last = -Infinity;
+  const flush = () => {
+    if (pending.length) send(pending);
+    pending = [];
+    last = performance.now();
+  };
+  return {
+    push: (piece) => {
+      pending.push(piece);
+      if (performance.now() - last >= BATCH_MS) flush();
+    },
+    flush,
+  };
+}
 
 function info() {
   const { engine, model, session, tokenizer, config, generationConfig } = state;

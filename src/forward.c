@@ -190,39 +190,70 @@ static void rope_tables(DogeSession *s, int S) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* parallel pieces                                                                                       */
 
+/* One output of a matmul job: y[S, out] = x W^T (+ b). */
+typedef struct {
+    float *y;
+    const Mat *w;
+    const float *b;
+    int out;
+} MatmulOut;
+
+/* Up to three matrices that read the same x (q/k/v, gate/up) run as one job: one hand-off to the threads. */
 typedef struct {
     DogeSession *s;
-    float *y;
-    const float *x, *w, *b;
-    const int16_t *xq;
-    const int8_t *wq;
-    const float *xd, *wd;
-    int S, in, out;
+    const float *x;       /* [S, in] */
+    const int16_t *xq;    /* [S, in] x quantized for int8 weights (single tokens), else NULL */
+    const float *xd;      /* [S, in / Q8_GROUP] */
+    int S, in, n_outs;
+    MatmulOut outs[3];
+    int blocks[4];        /* outs[i] covers work items blocks[i] .. blocks[i + 1] - 1 */
 } MatmulJob;
 
-/* Work items are blocks of 4 rows of W (the kernels' unit), so a thread's share is whole blocks. */
+/* Work items are blocks of 4 rows of W (the kernels' unit), numbered across the job's matrices. */
 static void matmul_task(void *ctx, int begin, int end, int thread) {
     const MatmulJob *j = ctx;
-    const int o0 = begin * 4, o1 = end * 4 < j->out ? end * 4 : j->out;
-    if (j->xq) k_matmul_q8_rows(j->y, j->xq, j->xd, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1);
-    else if (j->wq)
-        k_matmul_q8w_rows(j->y, j->x, j->wq, j->wd, j->b, j->S, j->in, j->out, o0, o1,
-                          j->s->wbuf + (size_t)thread * 4 * j->s->wbuf_cols);
-    else k_matmul_rows(j->y, j->x, j->w, j->b, j->S, j->in, j->out, o0, o1);
+    for (int i = 0; i < j->n_outs; i++) {
+        const int b0 = begin > j->blocks[i] ? begin : j->blocks[i], b1 = end < j->blocks[i + 1] ? end : j->blocks[i + 1];
+        if (b0 >= b1) continue;
+        const MatmulOut *o = &j->outs[i];
+        const int o0 = (b0 - j->blocks[i]) * 4, o1 = (b1 - j->blocks[i]) * 4 < o->out ? (b1 - j->blocks[i]) * 4 : o->out;
+        if (o->w->q && j->xq) k_matmul_q8_rows(o->y, j->xq, j->xd, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1);
+        else if (o->w->q)
+            k_matmul_q8w_rows(o->y, j->x, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1,
+                              j->s->wbuf + (size_t)thread * 4 * j->s->wbuf_cols);
+        else k_matmul_rows(o->y, j->x, o->w->f, o->b, j->S, j->in, o->out, o0, o1);
+    }
 }
 
-/* y[S, out] = x[S, in] W[out, in]^T (+ b), rows of W split across threads. An int8 W meets x quantized
- * the same way (per group of Q8_GROUP) for a single token; several tokens (prefill) meet W expanded to fp32
- * block by block, which costs no more per token than fp32 weights. */
-static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, const float *b, int S, int in, int out) {
-    MatmulJob j = {s, y, x, w->f, b, NULL, w->q, NULL, w->d, S, in, out};
-    if (w->q && S < Q8_PREFILL_TOKENS) {
+/* Below this many multiply-adds a matmul runs on the calling thread: waking the others costs more. */
+#define PARALLEL_MIN_MACS (1L << 16)
+
+/* y_i[S, out_i] = x[S, in] W_i[out_i, in]^T (+ b_i) for the n given outputs, rows of W split across threads.
+ * An int8 W meets x quantized the same way (per group of Q8_GROUP) for a single token; several tokens (prefill)
+ * meet W expanded to fp32 block by block, which costs no more per token than fp32 weights. */
+static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const MatmulOut *outs) {
+    MatmulJob j = {s, x, NULL, NULL, S, in, n, {{0}}, {0}};
+    long macs = 0;
+    int int8 = 0;
+    for (int i = 0; i < n; i++) {
+        j.outs[i] = outs[i];
+        j.blocks[i + 1] = j.blocks[i] + (outs[i].out + 3) / 4;
+        macs += (long)S * in * outs[i].out;
+        int8 |= outs[i].w->q != NULL;
+    }
+    if (int8 && S < Q8_PREFILL_TOKENS) {
         for (int t = 0; t < S; t++)
             k_quantize_q8_wide(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
         j.xq = s->xq;
         j.xd = s->xd;
     }
-    pool_run(s->pool, matmul_task, &j, (out + 3) / 4);
+    if (macs < PARALLEL_MIN_MACS) matmul_task(&j, 0, j.blocks[n], 0);
+    else pool_run(s->pool, matmul_task, &j, j.blocks[n]);
+}
+
+static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, const float *b, int S, int in, int out) {
+    const MatmulOut o = {y, w, b, out};
+    matmuls(s, x, S, in, 1, &o);
 }
 
 /* The same for a plain fp32 weight (router, classifier head). */
@@ -279,6 +310,49 @@ typedef struct {
     int P, U, S; /* position of the first token of this call, cache slots used before it, tokens in this call */
 } LayerJob;
 
+/* One work item = token t of this call: q/k RMSNorm and RoPE, the new key and value into the cache, and the
+ * key's dynamic-mask bias exp(A[b] * softplus(dt_proj(v_t)[b])) (v_t flattened [KV*hd]). */
+static void new_keys_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const LayerJob *job = ctx;
+    DogeSession *s = job->s;
+    const DogeModel *m = s->m;
+    const DogeConfig *c = &m->cfg;
+    const DogeLayer *ly = &m->layers[job->layer];
+    const int H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim, half = hd / 2, l = job->layer;
+    const size_t Hq = (size_t)H * hd, Hkv = (size_t)KV * hd;
+    for (int t = begin; t < end; t++) {
+        const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
+        for (int h = 0; h < H; h++) { /* q_norm over head_dim, then RoPE */
+            float *q = s->q + (size_t)t * Hq + (size_t)h * hd;
+            if (ly->q_norm) k_rmsnorm(q, q, ly->q_norm, hd, c->rms_norm_eps);
+            k_rope(q, cs, sn, hd);
+        }
+        for (int g = 0; g < KV; g++) {
+            float *k = s->k + (size_t)t * Hkv + (size_t)g * hd;
+            if (ly->k_norm) k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
+            k_rope(k, cs, sn, hd);
+            const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(job->U + t);
+            memcpy(s->k_cache + slot * hd, k, sizeof(float) * hd);
+            memcpy(s->v_cache + slot * hd, s->v + (size_t)t * Hkv + (size_t)g * hd, sizeof(float) * hd);
+        }
+        for (int b = 0; b < m->bias_rows; b++) {
+            float z = k_dot(ly->wdt + (size_t)b * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
+            if (ly->bdt) z = z + ly->bdt[b];
+            s->bias_cache[((size_t)l * m->bias_rows + b) * s->n_ctx + (size_t)(job->U + t)] = expf(ly->A[b] * k_softplus(z));
+        }
+    }
+}
+
+/* One work item = token t: gate[t] = silu(gate[t]) * up[t]. */
+static void swiglu_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const LayerJob *job = ctx;
+    DogeSession *s = job->s;
+    const size_t I = (size_t)s->m->cfg.intermediate_size;
+    for (size_t i = (size_t)begin * I; i < (size_t)end * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
+}
+
 /* One work item = (query row i, bias row b): pick the keys the dynamic mask keeps, then attend with the
  * query heads that share that bias row (spec 5.3-5.4): the R heads of kv head b, or (original layout, A per
  * query head) the one head b. Masked keys get exactly zero probability (exp underflows), so they are
@@ -296,7 +370,9 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
     float *tmp = scores + s->n_ctx;                                   /* [n_ctx] */
     int *keys = (int *)(tmp + s->n_ctx);                              /* [n_ctx] */
     for (int item = begin; item < end; item++) {
-        const int i = item / NB, b = item % NB;
+        /* rows in the order 0, S-1, 1, S-2, ...: causal rows grow in cost, so each thread's contiguous share
+         * of items gets cheap and dear rows alike */
+        const int k = item / NB, b = item % NB, i = k % 2 ? job->S - 1 - k / 2 : k / 2;
         const int h0 = b * heads_per_row, g = h0 / R;              /* first query head, its kv head */
         const int p = job->U + i; /* the query's own slot: every slot before it holds an earlier token */
         /* slots are positions here: the bounded cache is refused with a sliding window */
@@ -579,7 +655,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     const DogeModel *m = s->m;
     const DogeConfig *c = &m->cfg;
     const int D = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
-    const int I = c->intermediate_size, V = c->vocab_size, half = hd / 2;
+    const int I = c->intermediate_size, V = c->vocab_size;
     const size_t Hq = (size_t)H * hd, Hkv = (size_t)KV * hd;
 
     if (S <= 0) {
@@ -633,31 +709,9 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         /* ---- sequence transformation: x = input_residual * x + attn(rmsnorm(x)) ---- */
         for (int t = 0; t < S; t++)
             k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->input_layernorm, D, c->rms_norm_eps);
-        matmul_w(s, s->q, s->xn, &ly->wq, ly->bq, S, D, (int)Hq);
-        matmul_w(s, s->k, s->xn, &ly->wk, ly->bk, S, D, (int)Hkv);
-        matmul_w(s, s->v, s->xn, &ly->wv, ly->bv, S, D, (int)Hkv);
-        for (int t = 0; t < S; t++) {
-            const float *cs = s->cos + (size_t)t * half, *sn = s->sin + (size_t)t * half;
-            for (int h = 0; h < H; h++) { /* q_norm over head_dim, then RoPE */
-                float *q = s->q + (size_t)t * Hq + (size_t)h * hd;
-                if (ly->q_norm) k_rmsnorm(q, q, ly->q_norm, hd, c->rms_norm_eps);
-                k_rope(q, cs, sn, hd);
-            }
-            for (int g = 0; g < KV; g++) {
-                float *k = s->k + (size_t)t * Hkv + (size_t)g * hd;
-                if (ly->k_norm) k_rmsnorm(k, k, ly->k_norm, hd, c->rms_norm_eps);
-                k_rope(k, cs, sn, hd);
-                const size_t slot = ((size_t)l * KV + g) * s->n_ctx + (size_t)(U + t);
-                memcpy(s->k_cache + slot * hd, k, sizeof(float) * hd);
-                memcpy(s->v_cache + slot * hd, s->v + (size_t)t * Hkv + (size_t)g * hd, sizeof(float) * hd);
-            }
-            /* dynamic mask bias of the new key: exp(A[b] * softplus(dt_proj(v_t)[b])), v_t flattened [KV*hd] */
-            for (int b = 0; b < m->bias_rows; b++) {
-                float z = k_dot(ly->wdt + (size_t)b * Hkv, s->v + (size_t)t * Hkv, (int)Hkv);
-                if (ly->bdt) z = z + ly->bdt[b];
-                s->bias_cache[((size_t)l * m->bias_rows + b) * s->n_ctx + (size_t)(U + t)] = expf(ly->A[b] * k_softplus(z));
-            }
-        }
+        const MatmulOut qkv[3] = {{s->q, &ly->wq, ly->bq, (int)Hq}, {s->k, &ly->wk, ly->bk, (int)Hkv}, {s->v, &ly->wv, ly->bv, (int)Hkv}};
+        matmuls(s, s->xn, S, D, 3, qkv);
+        pool_run(s->pool, new_keys_task, &job, S);
         pool_run(s->pool, attention_task, &job, S * m->bias_rows);
         matmul_w(s, s->proj, s->att, &ly->wo, ly->bo, S, (int)Hq, D);
         for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
@@ -665,9 +719,9 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         /* ---- state transformation: x = post_attention_residual * x + mlp(rmsnorm(x)) ---- */
         for (int t = 0; t < S; t++)
             k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->post_attention_layernorm, D, c->rms_norm_eps);
-        matmul_w(s, s->gate, s->xn, &ly->w_gate, ly->b_gate, S, D, I);
-        matmul_w(s, s->up, s->xn, &ly->w_up, ly->b_up, S, D, I);
-        for (size_t i = 0; i < (size_t)S * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
+        const MatmulOut gate_up[2] = {{s->gate, &ly->w_gate, ly->b_gate, I}, {s->up, &ly->w_up, ly->b_up, I}};
+        matmuls(s, s->xn, S, D, 2, gate_up);
+        pool_run(s->pool, swiglu_task, &job, S);
         matmul_w(s, s->proj, s->gate, &ly->w_down, ly->b_down, S, I, D);
         if (c->is_moe) {
             matmul(s, s->router, s->xn, ly->w_router, ly->b_router, S, D, 2 * c->num_keys);

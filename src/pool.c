@@ -13,7 +13,7 @@
 /* How long a worker (or the caller) busy-waits before sleeping on the condition variable. A decode step
  * issues one job per matmul, microseconds apart: sleeping and waking through the kernel between them costs
  * more than the work, so the threads spin first and sleep only when no job follows (between tokens). */
-#define SPIN_ROUNDS 20000
+#define SPIN_ROUNDS 200000
 #endif
 
 struct Pool {
