@@ -2,7 +2,6 @@
 
 #include <math.h>
 #include <stddef.h>
-#include <string.h>
 
 #ifdef __wasm_simd128__
 #include <wasm_simd128.h>
@@ -44,97 +43,24 @@ void k_axpy(float *y, float a, const float *x, int n) {
 }
 
 /* ---- fp32 matmul ----------------------------------------------------------------------------------
- * The order of one dot product of length n: lanes a[0..7] take the products of elements i = 8k + j
- * (k ascending), then t[j] = a[j] + a[j + 4] and sum = (t[0] + t[1]) + (t[2] + t[3]); elements past the
- * last multiple of 8 are added one by one at the end. */
+ * Every row is one k_dot: the same summation order in prefill, decode, attention and every thread count.
+ * (Blocks of 4 rows sharing each load of x were no faster in Chromium and much slower in Node 20's V8.) */
 
-static float finish_dot8(const float *a, const float *x, const float *w, int i, int n) {
-    float sum = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-    for (; i < n; i++) sum += x[i] * w[i];
-    return sum;
-}
-
-#if defined(__GNUC__)
-/* Four-lane vectors through the GCC/clang vector extension: f32x4 SIMD128 in the wasm build (-msimd128),
- * SSE in the native one. Same lanes, same operations, so both builds give the same bits. */
-#define DOGE_F4 1
-typedef float f4 __attribute__((vector_size(16)));
-static inline f4 load4(const float *p) {
-    f4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static float hsum_pair(f4 a0, f4 a1, const float *x, const float *w, int i, int n) {
-    float a[8];
-    memcpy(a, &a0, sizeof a0);
-    memcpy(a + 4, &a1, sizeof a1);
-    return finish_dot8(a, x, w, i, n);
-}
-#endif
-
-/* Four rows w0..w3 against one x. */
-static void dot4(float *out, const float *x, const float *w0, const float *w1, const float *w2, const float *w3, int n) {
-    int i = 0;
-#ifdef DOGE_F4
-    f4 a0 = {0}, a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
-    for (; i + 8 <= n; i += 8) {
-        const f4 x0 = load4(x + i), x1 = load4(x + i + 4);
-        a0 += x0 * load4(w0 + i);
-        a1 += x1 * load4(w0 + i + 4);
-        b0 += x0 * load4(w1 + i);
-        b1 += x1 * load4(w1 + i + 4);
-        c0 += x0 * load4(w2 + i);
-        c1 += x1 * load4(w2 + i + 4);
-        d0 += x0 * load4(w3 + i);
-        d1 += x1 * load4(w3 + i + 4);
-    }
-    out[0] = hsum_pair(a0, a1, x, w0, i, n);
-    out[1] = hsum_pair(b0, b1, x, w1, i, n);
-    out[2] = hsum_pair(c0, c1, x, w2, i, n);
-    out[3] = hsum_pair(d0, d1, x, w3, i, n);
-#else
-    float a[4][8] = {{0}};
-    const float *w[4] = {w0, w1, w2, w3};
-    for (; i + 8 <= n; i += 8)
-        for (int r = 0; r < 4; r++)
-            for (int j = 0; j < 8; j++) a[r][j] += x[i + j] * w[r][i + j];
-    for (int r = 0; r < 4; r++) out[r] = finish_dot8(a[r], x, w[r], i, n);
-#endif
-}
-
-static float dot1(const float *x, const float *w, int n) {
-    int i = 0;
-#ifdef DOGE_F4
-    f4 a0 = {0}, a1 = a0;
-    for (; i + 8 <= n; i += 8) {
-        a0 += load4(x + i) * load4(w + i);
-        a1 += load4(x + i + 4) * load4(w + i + 4);
-    }
-    return hsum_pair(a0, a1, x, w, i, n);
-#else
-    float a[8] = {0};
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[i + j] * w[i + j];
-    return finish_dot8(a, x, w, i, n);
-#endif
-}
-
-/* y[s][o .. o+rows) for rows <= 4 weight rows starting at w (row o of the matrix). */
+/* y[s][o .. o+rows) for weight rows w[0 .. rows) starting at row o of the matrix; each row meets all S tokens
+ * while it is in L1. */
 static void rows_block(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o, int rows) {
-    for (int s = 0; s < S; s++) {
-        const float *xs = x + (size_t)s * in;
-        float r[4];
-        if (rows == 4) dot4(r, xs, w, w + in, w + 2 * (size_t)in, w + 3 * (size_t)in, in);
-        else
-            for (int k = 0; k < rows; k++) r[k] = dot1(xs, w + (size_t)k * in, in);
-        float *ys = y + (size_t)s * out + o;
-        for (int k = 0; k < rows; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
+    for (int k = 0; k < rows; k++) {
+        const float *wk = w + (size_t)k * in;
+        const float bias = b ? b[o + k] : 0.0f;
+        for (int s = 0; s < S; s++) {
+            const float v = k_dot(x + (size_t)s * in, wk, in);
+            y[(size_t)s * out + o + k] = b ? v + bias : v;
+        }
     }
 }
 
 void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
-    for (int o = o0; o < o1; o += 4) /* the 4 rows stay in L1 while the tokens stream past */
-        rows_block(y, x, w + (size_t)o * in, b, S, in, out, o, o1 - o < 4 ? o1 - o : 4);
+    rows_block(y, x, w + (size_t)o0 * in, b, S, in, out, o0, o1 - o0);
 }
 
 void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *wd, const float *b, int S, int in, int out,

@@ -11,9 +11,7 @@ void k_axpy(float *y, float a, const float *x, int n);
 #include <stddef.h>
 #include <stdint.h>
 
-/* y[s][o] = x[s] . w[o] (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out].
- * Four weight rows at a time share each load of x. Every row's dot product is summed in one fixed order
- * (eight lanes over steps of 8, then a fixed tree), whatever the block, thread or build computes it. */
+/* y[s][o] = k_dot(x[s], w[o]) (+ b[o]) for s < S, o in [o0, o1); x: [S, in], w: [out, in], y: [S, out]. */
 void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1);
 
 /* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
