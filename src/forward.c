@@ -366,9 +366,9 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
     const int NB = m->bias_rows, heads_per_row = NB == KV ? R : 1;
     const int W = c->keep_window_size;
     const float scale = (float)pow((double)hd, -0.5);
-    float *scores = s->scratch + s->scratch_words * (size_t)thread; /* [n_ctx] */
-    float *tmp = scores + s->n_ctx;                                   /* [n_ctx] */
+    float *tmp = s->scratch + s->scratch_words * (size_t)thread;     /* [n_ctx] */
     int *keys = (int *)(tmp + s->n_ctx);                              /* [n_ctx] */
+    float *scores = (float *)(keys + s->n_ctx);                       /* [heads_per_row][n_ctx] */
     for (int item = begin; item < end; item++) {
         /* rows in the order 0, S-1, 1, S-2, ...: causal rows grow in cost, so each thread's contiguous share
          * of items gets cheap and dear rows alike */
@@ -389,14 +389,8 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
             n = allowed;
             for (int t = 0; t < n; t++) keys[t] = lo + t;
         }
-        for (int h = h0; h < h0 + heads_per_row; h++) {
-            const float *q = s->q + ((size_t)i * H + h) * hd;
-            float *o = s->att + ((size_t)i * H + h) * hd;
-            for (int t = 0; t < n; t++) scores[t] = k_dot(q, K + (size_t)keys[t] * hd, hd) * scale + bias[keys[t]];
-            k_softmax(scores, n);
-            memset(o, 0, sizeof(float) * (size_t)hd);
-            for (int t = 0; t < n; t++) k_axpy(o, scores[t], V + (size_t)keys[t] * hd, hd);
-        }
+        k_attend(s->att + ((size_t)i * H + h0) * hd, s->q + ((size_t)i * H + h0) * hd, heads_per_row, K, V, bias, keys, n, hd,
+                 scale, scores);
     }
 }
 
@@ -541,8 +535,9 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     s->inv_freq_orig = malloc(sizeof(float) * hd / 2);
     s->logits = malloc(sizeof(float) * (size_t)(c->task == DOGE_TASK_SEQ_CLS ? c->num_labels : c->vocab_size));
     s->pool = pool_new(n_threads);
-    /* attention needs 3 x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k weights and D */
-    s->scratch_words = 3 * T;
+    /* attention needs (2 + heads per bias row) x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k
+     * weights and D */
+    s->scratch_words = (2 + (m->bias_rows == c->num_key_value_heads ? (size_t)(c->num_attention_heads / c->num_key_value_heads) : 1)) * T;
     if (c->is_moe) {
         size_t moe = 2 * (2 * (size_t)c->num_keys + (size_t)c->num_experts) + (size_t)c->num_experts_per_tok + c->hidden_size;
         if (moe > s->scratch_words) s->scratch_words = moe;

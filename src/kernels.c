@@ -2,12 +2,13 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #ifdef __wasm_simd128__
 #include <wasm_simd128.h>
 #endif
 
-float k_dot(const float *a, const float *b, int n) {
+static inline float dot_impl(const float *a, const float *b, int n) {
     int i = 0;
 #ifdef __wasm_simd128__
     v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
@@ -32,7 +33,7 @@ float k_dot(const float *a, const float *b, int n) {
     return sum;
 }
 
-void k_axpy(float *y, float a, const float *x, int n) {
+static inline void axpy_impl(float *y, float a, const float *x, int n) {
     int i = 0;
 #ifdef __wasm_simd128__
     v128_t va = wasm_f32x4_splat(a);
@@ -40,6 +41,43 @@ void k_axpy(float *y, float a, const float *x, int n) {
         wasm_v128_store(y + i, wasm_f32x4_add(wasm_v128_load(y + i), wasm_f32x4_mul(va, wasm_v128_load(x + i))));
 #endif
     for (; i < n; i++) y[i] += a * x[i];
+}
+
+float k_dot(const float *a, const float *b, int n) { return dot_impl(a, b, n); }
+void k_axpy(float *y, float a, const float *x, int n) { axpy_impl(y, a, x, n); }
+
+void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
+              int hd, float scale, float *scores) {
+    for (int t = 0; t < n; t++) {
+        const float *kt = K + (size_t)keys[t] * hd;
+        for (int r = 0; r < R; r++) scores[(size_t)r * n + t] = dot_impl(q + (size_t)r * hd, kt, hd) * scale + bias[keys[t]];
+    }
+    for (int r = 0; r < R; r++) {
+        k_softmax(scores + (size_t)r * n, n);
+        memset(o + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
+    }
+    for (int t = 0; t < n; t++) {
+        const float *vt = V + (size_t)keys[t] * hd;
+        for (int r = 0; r < R; r++) axpy_impl(o + (size_t)r * hd, scores[(size_t)r * n + t], vt, hd);
+    }
+}
+
+int k_argmax(const float *x, int n) {
+    float mx = x[0];
+    int i = 1;
+#ifdef __wasm_simd128__
+    if (n >= 8) {
+        v128_t m = wasm_v128_load(x);
+        for (i = 4; i + 4 <= n; i += 4) m = wasm_f32x4_max(m, wasm_v128_load(x + i));
+        float lanes[4];
+        wasm_v128_store(lanes, m);
+        for (int l = 0; l < 4; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+    }
+#endif
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    int first = 0;
+    while (first < n - 1 && x[first] != mx) first++;
+    return first;
 }
 
 /* ---- fp32 matmul ----------------------------------------------------------------------------------

@@ -32,6 +32,13 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* y = r * y + h elementwise (the learnable residual: two roundings, multiply then add). */
 void k_residual(float *y, const float *r, const float *h, int n);
+/* Attention of R query heads q[R][hd] that share one kv head, over the n cached keys keys[0..n):
+ * o[r] = sum_t softmax_t(k_dot(q[r], K[keys[t]]) * scale + bias[keys[t]]) V[keys[t]]; scores: [R][n] scratch.
+ * The same sums as k_dot, k_softmax and k_axpy one by one, without a call per key. */
+void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
+              int hd, float scale, float *scores);
+/* Index of the first maximum of x[0..n) (torch.argmax for finite values). */
+int k_argmax(const float *x, int n);
 /* In-place softmax over n values (fp32). */
 void k_softmax(float *x, int n);
 float k_silu(float x);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "model.h"
 
 struct DogeSampler {
@@ -115,9 +116,7 @@ int32_t doge_sampler_sample(DogeSampler *sp, float *s, float *probs_out) {
         for (int i = 0; i < V; i++)
             if (sp->seen[i]) s[i] = s[i] < 0 ? s[i] * p->repetition_penalty : s[i] / p->repetition_penalty;
     if (p->temperature == 0.0f) { /* greedy: the first maximum, like torch.argmax */
-        int best = 0;
-        for (int i = 1; i < V; i++)
-            if (s[i] > s[best]) best = i;
+        const int best = k_argmax(s, V);
         if (probs_out) {
             memset(probs_out, 0, sizeof(float) * (size_t)V);
             probs_out[best] = 1.0f;
