@@ -52,13 +52,31 @@ void k_attend(float *o, const float *q, int R, const float *K, const float *V, c
         const float *kt = K + (size_t)keys[t] * hd;
         for (int r = 0; r < R; r++) scores[(size_t)r * n + t] = dot_impl(q + (size_t)r * hd, kt, hd) * scale + bias[keys[t]];
     }
+    for (int r = 0; r < R; r++) k_softmax(scores + (size_t)r * n, n);
+    /* o[r][i] = sum over t in order of p[r][t] V[t][i], as k_axpy would add them, 8 columns at a time in
+     * registers rather than through memory once per key */
     for (int r = 0; r < R; r++) {
-        k_softmax(scores + (size_t)r * n, n);
-        memset(o + (size_t)r * hd, 0, sizeof(float) * (size_t)hd);
-    }
-    for (int t = 0; t < n; t++) {
-        const float *vt = V + (size_t)keys[t] * hd;
-        for (int r = 0; r < R; r++) axpy_impl(o + (size_t)r * hd, scores[(size_t)r * n + t], vt, hd);
+        const float *p = scores + (size_t)r * n;
+        float *orow = o + (size_t)r * hd;
+        int i = 0;
+#ifdef __wasm_simd128__
+        for (; i + 8 <= hd; i += 8) {
+            v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0;
+            for (int t = 0; t < n; t++) {
+                const float *vt = V + (size_t)keys[t] * hd + i;
+                const v128_t pt = wasm_f32x4_splat(p[t]);
+                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(pt, wasm_v128_load(vt)));
+                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(pt, wasm_v128_load(vt + 4)));
+            }
+            wasm_v128_store(orow + i, a0);
+            wasm_v128_store(orow + i + 4, a1);
+        }
+#endif
+        for (; i < hd; i++) {
+            float a = 0.0f;
+            for (int t = 0; t < n; t++) a += p[t] * V[(size_t)keys[t] * hd + i];
+            orow[i] = a;
+        }
     }
 }
 
@@ -122,10 +140,18 @@ void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *
 /* One group of Q8_GROUP values: returns d = absmax / 127 and sets q[i] = nearest(x[i] / d) in [-127, 127]. */
 static float quantize_group(const float *x, int32_t *q) {
     float amax = 0.0f;
+#ifdef __wasm_simd128__
+    v128_t m = wasm_f32x4_abs(wasm_v128_load(x));
+    for (int i = 4; i < Q8_GROUP; i += 4) m = wasm_f32x4_max(m, wasm_f32x4_abs(wasm_v128_load(x + i)));
+    float lanes[4];
+    wasm_v128_store(lanes, m);
+    for (int l = 0; l < 4; l++) amax = lanes[l] > amax ? lanes[l] : amax;
+#else
     for (int i = 0; i < Q8_GROUP; i++) {
         const float a = x[i] < 0 ? -x[i] : x[i];
         amax = a > amax ? a : amax;
     }
+#endif
     const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
 #ifdef __wasm_simd128__
     const v128_t vid = wasm_f32x4_splat(id);
