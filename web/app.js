@@ -19,7 +19,7 @@ const MODELS = [
   { id: 'folder', label: 'Local folder…' },
 ];
 
-const SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens', 'seed', 'threads'];
+const SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens', 'seed', 'threads', 'weights'];
 const state = { model: null, source: null, messages: [], abort: null, droppedFiles: null, busy: false };
 
 // ---- small UI helpers ----------------------------------------------------------------------------------
@@ -131,13 +131,16 @@ async function load() {
   $('engine-status').textContent = 'engine: loading…';
   try {
     const threads = Number($('threads').value) || 1;
-    state.model = await loadModel(source, { threads: threadsSupported() ? threads : 1, hubHost, onProgress: progressView() });
+    state.model = await loadModel(source, {
+      threads: threadsSupported() ? threads : 1, weights: $('weights').value, hubHost, onProgress: progressView(),
+    });
     state.source = $('model-select').value === 'embedded' ? 'embedded' : typeof source === 'string' ? source : 'folder';
     const info = state.model.info;
     applyModelDefaults();
     newChat();
     $('model-info').textContent = `${info.layout} layout${info.isMoe ? ` (MoE routing ${info.moeRouting})` : ''}, ` +
       `${info.task}, vocabulary ${info.vocabSize}, context ${info.contextLength} tokens, ` +
+      `${info.weights} weights (${(info.weightBytes / 1e6).toFixed(1)} MB), ` +
       `${info.hasChatTemplate ? 'has a chat template' : 'no chat template'}; auto mode: ${chatMode()}`;
     // last: tests (and people) take this line as "ready"
     $('engine-status').textContent = info.build === 'threads'

@@ -45,10 +45,12 @@ function memoryChecks(results) {
   let flat = '';
   if (long.length === 2) {
     const [a, b] = long;
-    flat = `\nBounded cache (keep_window_size + 256 = 2304 slots), int8, doge-20m: after ${a.new_tokens} tokens wasm memory ` +
-      `${fmt(a.wasm_memory_mb)} MB and peak RSS ${fmt(a.peak_rss_mb)} MB; after ${b.new_tokens} tokens ${fmt(b.wasm_memory_mb)} MB and ` +
-      `${fmt(b.peak_rss_mb)} MB (decode ${fmt(a.decode_tok_s)} and ${fmt(b.decode_tok_s)} tok/s). ` +
-      `Memory flat: **${b.wasm_memory_mb === a.wasm_memory_mb && b.peak_rss_mb - a.peak_rss_mb < 8 ? 'yes' : 'no'}**.\n`;
+    flat = `\nBounded cache (keep_window_size + 256 = 2304 slots), int8, doge-20m: the engine's wasm memory is ` +
+      `${fmt(a.wasm_memory_mb)} MB after ${a.new_tokens} generated tokens and ${fmt(b.wasm_memory_mb)} MB after ${b.new_tokens} ` +
+      `(flat: **${b.wasm_memory_mb === a.wasm_memory_mb ? 'yes' : 'no'}**; decode ${fmt(a.decode_tok_s)} and ${fmt(b.decode_tok_s)} tok/s, ` +
+      `the latter attending to keep_window_size = 2048 keys per step). The process's peak RSS (${fmt(a.peak_rss_mb)} and ` +
+      `${fmt(b.peak_rss_mb)} MB) also counts garbage the JS heaps have not collected yet; \`make soak\` measures resident ` +
+      `memory after forced collections.\n`;
   }
   return `| model | run | wasm memory MB | weights MB | KV cache MB | budget MB | within |\n|---|---|---|---|---|---|---|\n${lines.join('\n')}\n${flat}`;
 }
@@ -56,7 +58,7 @@ function memoryChecks(results) {
 export function renderMarkdown(results) {
   const models = [...new Set(results.runs.map((r) => r.model))];
   let md = `# doge-wasm benchmark\n\n${results.date}, ${results.cpu}, ${results.cores} cores, Node ${results.node}; ` +
-    `median of ${results.repeat} runs by decode speed. Random-weight checkpoints with the dimensions of the released models ` +
+    `median of ${results.repeat} runs (decode and prefill each). Random-weight checkpoints with the dimensions of the released models ` +
     `(tools/bench/make_checkpoint.mjs); prompt 256 token ids, 128 greedy new tokens. Written by \`make bench\`.\n\n`;
   md += '## Targets (doge-20m, issue #6)\n\n| target | measured | wanted | met |\n|---|---|---|---|\n';
   for (const [what, got, want, ok] of targets(results)) md += `| ${what} | ${fmt(got, 2)}x | >= ${want}x | ${ok === null ? 'not measured' : ok ? 'yes' : '**no**'} |\n`;

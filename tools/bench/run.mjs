@@ -2,9 +2,9 @@
 // dimensions of Doge-20M and Doge-60M, one after another on this machine, in one run. Writes
 // bench/results.json (every measurement), bench/RESULTS.md (tables, the targets of issue #6 as ratios) and
 // bench/decode.svg (decode speed per runtime), and prints each measurement as it comes.
-//   node tools/bench/run.mjs [--models doge-20m,doge-60m] [--repeat 3] [--long-tokens 20000] [--only ours|peers]
+//   node tools/bench/run.mjs [--models doge-20m,doge-60m] [--repeat 3] [--long-tokens 20000] [--only ours|peers] [--render-only]
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     repeat: { type: 'string', default: '3' },
     'long-tokens': { type: 'string', default: '20000' },
     only: { type: 'string' },
+    'render-only': { type: 'boolean' },
   },
 });
 const REPEAT = Number(values.repeat);
@@ -69,10 +70,10 @@ function configs(name) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
-/** Runs one configuration REPEAT times; keeps the run with the median decode speed. */
-function measure(model, [label, cmd, args]) {
+/** Runs one configuration `repeat` times; keeps the run with the median decode speed. */
+function measure(model, [label, cmd, args], repeat = REPEAT) {
   const runs = [];
-  for (let i = 0; i < REPEAT; i++) {
+  for (let i = 0; i < repeat; i++) {
     const r = sh(cmd, args, { timeoutMs: 10 * 60e3 });
     const line = r.stdout.trim().split('\n').pop();
     try {
@@ -86,7 +87,9 @@ function measure(model, [label, cmd, args]) {
   }
   const mid = median(runs.map((r) => r.decode_tok_s));
   const pick = runs.find((r) => r.decode_tok_s === mid);
-  const entry = { label, ...pick, model, decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
+  // decode figures from the run with the median decode speed, prefill the median of the prefill speeds
+  const entry = { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)),
+    decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
   console.log(JSON.stringify(entry));
   return entry;
 }
@@ -97,7 +100,14 @@ function longRuns(model) {
   const ctx = String(2048 + 256);
   return [1000, Number(values['long-tokens'])].map((n) => measure(model, [`doge-wasm node single int8 1t bounded ${n}`, 'node',
     ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', 'int8', '--build', 'single', '--bounded-cache', '--context-length', ctx,
-      '--prompt-tokens', '16', '--new-tokens', String(n)]]));
+      '--prompt-tokens', '16', '--new-tokens', String(n)]], 1));
+}
+
+if (values['render-only']) { // the report again from bench/results.json
+  const results = JSON.parse(readFileSync(`${root}bench/results.json`, 'utf8'));
+  writeFileSync(`${root}bench/RESULTS.md`, renderMarkdown(results));
+  writeFileSync(`${root}bench/decode.svg`, renderSvg(results));
+  process.exit(0);
 }
 
 const results = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, repeat: REPEAT, runs: [] };
