@@ -1,5 +1,10 @@
-// Shared by the peer benchmark runners: arguments, the prompt, and a small GGUF metadata reader.
-import { openSync, readSync, closeSync } from 'node:fs';
+// Shared by the peer benchmark runners: arguments, the prompt, a small GGUF metadata reader, and for the
+// browser peers (peer_ort.mjs --where chromium, peer_wllama.mjs) the loopback page server and the headless
+// Chromium they open it in.
+import { createServer } from 'node:http';
+import { closeSync, createReadStream, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 /** The benchmark prompt, the same as `doge-wasm bench` (js/cli.js benchPrompt). */
@@ -125,3 +130,90 @@ export function readGgufMeta(path) {
 }
 
 export const round = (x, digits = 1) => +x.toFixed(digits);
+
+/** The Chromium the browser peers drive ($CHROMIUM overrides); each runner checks it exists and says so its own way. */
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.html': 'text/html' };
+
+/**
+ * Serves a benchmark page on 127.0.0.1 (a free port): `html` at / and /index.html, /favicon.ico as 204 (no
+ * 404 in the page's console), any other path as the file `fileFor(pathname)` returns (the raw URL pathname;
+ * null, or not an existing file: 404), typed by extension, with its Content-Length. Nothing is cached.
+ * `isolated` adds the COOP/COEP/CORP headers that make the page cross-origin isolated (needed for wasm
+ * shared memory). Resolves to { origin, close }.
+ */
+export async function servePage(html, fileFor, { isolated = false } = {}) {
+  const headers = {
+    ...(isolated && {
+      'Cross-Origin-Opener-Policy': 'same-origin',
+      'Cross-Origin-Embedder-Policy': 'require-corp',
+      'Cross-Origin-Resource-Policy': 'same-origin',
+    }),
+    'Cache-Control': 'no-store',
+  };
+  const server = createServer((req, res) => {
+    const { pathname } = new URL(req.url, 'http://x');
+    if (pathname === '/favicon.ico') {
+      res.writeHead(204, headers);
+      res.end();
+      return;
+    }
+    if (pathname === '/' || pathname === '/index.html') {
+      res.writeHead(200, { ...headers, 'Content-Type': 'text/html; charset=utf-8' });
+      res.end(html);
+      return;
+    }
+    const file = fileFor(pathname);
+    if (!file || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404, headers);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': statSync(file).size });
+    createReadStream(file).pipe(res);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { origin: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+}
+
+/**
+ * Opens `${origin}/` in headless CHROMIUM (playwright-core, a fresh temp profile so no state carries over
+ * between runs, no network but loopback) and waits (30 s at most) for the page to set window.benchReady.
+ * The page's console and errors are kept in `logs` (also echoed to stderr with `verbose`) to show when
+ * the benchmark fails. `name` ('ort', 'wllama') names the profile and the message of the 10-minute kill
+ * timer (peer_NAME), which runs until close(). Resolves to { browser, page, logs, close }; close() stops
+ * the timer, closes the browser and deletes the profile (done here already if opening fails).
+ */
+export async function openBenchPage(origin, { name, verbose = false }) {
+  const { chromium } = await import('playwright-core');
+  const profile = mkdtempSync(join(tmpdir(), `${name}-bench-`));
+  let browser;
+  const timer = setTimeout(() => {
+    process.stderr.write(`peer_${name}: timed out after 10 minutes\n`);
+    process.exit(1);
+  }, 600_000);
+  const close = async () => {
+    clearTimeout(timer);
+    await browser?.close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  try {
+    browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+        '--disable-quic', '--disable-component-update', '--disable-sync'],
+    });
+    const page = browser.pages()[0] ?? await browser.newPage();
+    const logs = [];
+    page.on('console', (m) => { logs.push(`[${m.type()}] ${m.text()}`); if (verbose) process.stderr.write(`page: ${m.text()}\n`); });
+    page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    return { browser, page, logs, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

@@ -13,11 +13,10 @@
 // the present KV; decode_tok_s = N / their total time (JS <-> wasm copies of the KV included, as they
 // are part of every ort-web decode loop). Prints one JSON line ("runtime":"onnxruntime-web").
 // "model" is the basename of --model if given, else the .onnx file name without extension.
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, extname, join, normalize } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM, openBenchPage, servePage } from './common.mjs';
 
 const USAGE = 'usage: node tools/bench/peer_ort.mjs --onnx FILE.onnx [--model DIR] [--where node|chromium] ' +
   '[--prompt-tokens 256] [--new-tokens 128] [--threads 1]';
@@ -111,7 +110,6 @@ async function runNode(o, params) {
 }
 
 async function runChromium(o, params) {
-  const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   const PAGE = `<!doctype html><meta charset="utf-8"><title>ort bench</title>
 <script type="module">
@@ -120,48 +118,19 @@ ort.env.wasm.wasmPaths = new URL('/ort/', location.href).href;
 window.ort = ort;
 window.benchReady = true;
 </script>`;
-  const TYPES = { '.mjs': 'text/javascript', '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
-  const server = createServer((req, res) => {
-    const headers = { 'Cache-Control': 'no-store' };
-    const url = new URL(req.url, 'http://x');
-    let file = null;
-    if (url.pathname === '/') {
-      res.writeHead(200, { ...headers, 'Content-Type': 'text/html; charset=utf-8' });
-      res.end(PAGE);
-      return;
+  const server = await servePage(PAGE, (pathname) => {
+    if (pathname === '/model.onnx') return o.onnx;
+    if (pathname.startsWith('/ort/')) {
+      // only files directly in ort's dist/
+      const rel = normalize(decodeURIComponent(pathname.slice('/ort/'.length)));
+      if (!rel.includes('..') && !rel.includes('/')) return join(ortDir, 'dist', rel);
     }
-    if (url.pathname === '/model.onnx') file = o.onnx;
-    else if (url.pathname.startsWith('/ort/')) {
-      const rel = normalize(decodeURIComponent(url.pathname.slice('/ort/'.length)));
-      if (!rel.includes('..') && !rel.includes('/')) file = join(ortDir, 'dist', rel);
-    }
-    if (!file || !existsSync(file) || !statSync(file).isFile()) {
-      res.writeHead(404, headers);
-      res.end();
-      return;
-    }
-    res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': statSync(file).size });
-    createReadStream(file).pipe(res);
+    return null;
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${server.address().port}`;
-  const { chromium } = await import('playwright-core');
-  const profile = mkdtempSync(join(tmpdir(), 'ort-bench-'));
-  let browser;
-  const timer = setTimeout(() => { process.stderr.write('peer_ort: timed out after 10 minutes\n'); process.exit(1); }, 600_000);
+  let opened;
   try {
-    browser = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-        '--disable-quic', '--disable-component-update', '--disable-sync'],
-    });
-    const page = browser.pages()[0] ?? await browser.newPage();
-    const logs = [];
-    page.on('console', (m) => logs.push(`[${m.type()}] ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
-    await page.goto(`${origin}/`);
-    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    opened = await openBenchPage(server.origin, { name: 'ort' });
+    const { page, logs } = opened;
     try {
       const r = await page.evaluate(`(async () => {
         const bench = ${bench.toString()};
@@ -175,10 +144,8 @@ window.benchReady = true;
       throw e;
     }
   } finally {
-    clearTimeout(timer);
-    await browser?.close();
+    await opened?.close();
     server.close();
-    rmSync(profile, { recursive: true, force: true });
   }
 }
 

@@ -14,19 +14,16 @@
 // streamed text gives back the generated ids the same way.
 // llama-server's own timings (inside the wasm, without the page <-> worker round trips) are reported as
 // server_prefill_tok_s / server_decode_tok_s. Prints one JSON line.
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, extname, join, normalize } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchPrompt, parseBenchArgs, readGgufMeta, round, tokenWord } from './common.mjs';
+import { benchPrompt, CHROMIUM, openBenchPage, parseBenchArgs, readGgufMeta, round, servePage, tokenWord } from './common.mjs';
 
 const args = parseBenchArgs('usage: node tools/bench/peer_wllama.mjs --gguf FILE [--threads 1] [--prompt-tokens 256] [--new-tokens 128] [--verbose]');
 const info = readGgufMeta(args.gguf);
 const verbose = args.verbose;
 const P = args.promptTokens;
 const N = args.newTokens;
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 if (!existsSync(CHROMIUM)) {
   process.stderr.write(`${CHROMIUM} is missing: apt-get install -y chromium\n`);
   process.exit(1);
@@ -81,62 +78,18 @@ window.runBench = async ({ ids, text: promptText, newTokens, threads }) => {
 window.benchReady = true;
 </script>`;
 
-const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.html': 'text/html' };
-const server = createServer((req, res) => {
-  const headers = {
-    'Cross-Origin-Opener-Policy': 'same-origin',
-    'Cross-Origin-Embedder-Policy': 'require-corp',
-    'Cross-Origin-Resource-Policy': 'same-origin',
-    'Cache-Control': 'no-store',
-  };
-  const url = new URL(req.url, 'http://x');
-  let file = null;
-  if (url.pathname === '/favicon.ico') {
-    res.writeHead(204, headers);
-    res.end();
-    return;
-  } else if (url.pathname === '/' || url.pathname === '/index.html') {
-    res.writeHead(200, { ...headers, 'Content-Type': 'text/html; charset=utf-8' });
-    res.end(PAGE);
-    return;
-  } else if (url.pathname === '/model.gguf') {
-    file = args.gguf;
-  } else if (url.pathname.startsWith('/wllama/esm/')) {
-    const rel = normalize(decodeURIComponent(url.pathname.slice('/wllama/'.length)));
-    if (!rel.startsWith('esm/') || rel.includes('..')) file = null;
-    else file = join(wllamaDir, rel);
-  }
-  if (!file || !existsSync(file) || !statSync(file).isFile()) {
-    res.writeHead(404, headers);
-    res.end();
-    return;
-  }
-  res.writeHead(200, { ...headers, 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Content-Length': statSync(file).size });
-  createReadStream(file).pipe(res);
-});
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-const origin = `http://127.0.0.1:${server.address().port}`;
+// wllama's wasm memory is shared even with one thread: the page must be cross-origin isolated
+const server = await servePage(PAGE, (pathname) => {
+  if (pathname === '/model.gguf') return args.gguf;
+  if (!pathname.startsWith('/wllama/esm/')) return null;
+  const rel = normalize(decodeURIComponent(pathname.slice('/wllama/'.length)));
+  return !rel.startsWith('esm/') || rel.includes('..') ? null : join(wllamaDir, rel);
+}, { isolated: true });
 
-const { chromium } = await import('playwright-core');
-const profile = mkdtempSync(join(tmpdir(), 'wllama-bench-'));
-let browser;
-const timer = setTimeout(() => {
-  process.stderr.write('peer_wllama: timed out after 10 minutes\n');
-  process.exit(1);
-}, 600_000);
+let opened;
 try {
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-quic', '--disable-component-update', '--disable-sync'],
-  });
-  const page = browser.pages()[0] ?? await browser.newPage();
-  const logs = [];
-  page.on('console', (m) => { logs.push(`[${m.type()}] ${m.text()}`); if (verbose) process.stderr.write(`page: ${m.text()}\n`); });
-  page.on('pageerror', (e) => logs.push(`[pageerror] ${e.message}`));
-  await page.goto(`${origin}/`);
-  await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+  opened = await openBenchPage(server.origin, { name: 'wllama', verbose });
+  const { page, logs } = opened;
   const prompt = benchPrompt(P, info.vocabSize ?? 32768);
   let r;
   try {
@@ -171,8 +124,6 @@ try {
   };
   process.stdout.write(JSON.stringify(report) + '\n');
 } finally {
-  clearTimeout(timer);
-  await browser?.close();
+  await opened?.close();
   server.close();
-  rmSync(profile, { recursive: true, force: true });
 }
