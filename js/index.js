@@ -110,7 +110,9 @@ export class DogeModel {
     if (this.rpc.dead) return;
     this.rpc.abortAll();
     try {
-      await Promise.race([this.rpc.request('dispose', {}), new Promise((r) => setTimeout(r, 1000))]);
+      // a clean shutdown first (the engine ends its pthreads); terminating a worker in the middle of that can
+      // crash Node, so the timeout is only for a worker that no longer answers
+      await Promise.race([this.rpc.request('dispose', {}), new Promise((r) => setTimeout(r, 10000).unref?.())]);
     } finally {
       this.rpc.terminate();
     }

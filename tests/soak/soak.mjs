@@ -44,7 +44,7 @@ const longSeconds = (performance.now() - t0) / 1000;
 check(long.generatedTokens === TOKENS, `generated ${long.generatedTokens} of ${TOKENS} tokens`);
 check(long.memoryBytes === short.memoryBytes, `wasm memory ${long.memoryBytes} after ${TOKENS} tokens vs ${short.memoryBytes} after 1000`);
 const settled = rssTrace.slice(1);
-const rssGrowth = Math.max(...settled) - settled[0];
+const rssGrowth = settled.length ? Math.max(...settled) - settled[0] : 0;
 check(rssGrowth < 16, `resident memory grew ${rssGrowth.toFixed(1)} MB between token 2000 and token ${TOKENS}`);
 
 const cycleRss = [];
@@ -55,12 +55,17 @@ for (let i = 1; i <= CYCLES; i++) {
   await model.dispose();
   if (i % 10 === 0) cycleRss.push(+rssMb().toFixed(1));
 }
-const cycleGrowth = cycleRss.at(-1) - cycleRss[0];
-check(cycleGrowth < 32, `resident memory grew ${cycleGrowth.toFixed(1)} MB from cycle 10 to cycle ${CYCLES}`);
+// Each cycle leaves a terminated worker's heap to the OS at its own pace, so single readings swing by ~30 MB:
+// compare the medians of the first and the last third of the readings.
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+const third = Math.max(1, Math.floor(cycleRss.length / 3));
+const cycleGrowth = median(cycleRss.slice(-third)) - median(cycleRss.slice(0, third));
+check(cycleGrowth < 16, `resident memory grew ${cycleGrowth.toFixed(1)} MB (medians) from the first to the last ${third * 10} of ${CYCLES} cycles`);
 
 console.log(JSON.stringify({
   tokens: TOKENS, decode_tok_s: +long.tokensPerSecond.toFixed(1), seconds: +longSeconds.toFixed(1),
   wasm_memory_mb_after_1k: short.memoryBytes / 1e6, wasm_memory_mb_after_long: long.memoryBytes / 1e6,
-  rss_mb_every_1000_tokens: rssTrace, cycles: CYCLES, rss_mb_every_10_cycles: cycleRss, failures,
+  rss_mb_every_1000_tokens: rssTrace, cycles: CYCLES, rss_mb_every_10_cycles: cycleRss,
+  rss_growth_mb_over_cycles: +cycleGrowth.toFixed(1), failures,
 }));
 process.exitCode = failures.length ? 1 : 0;
