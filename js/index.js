@@ -114,7 +114,7 @@ export class DogeModel {
       // crash Node, so the timeout is only for a worker that no longer answers
       await Promise.race([this.rpc.request('dispose', {}), new Promise((r) => setTimeout(r, 10000).unref?.())]);
     } finally {
-      this.rpc.terminate();
+      await this.rpc.terminate(); // resolves once the worker (and the memory it held) is gone
     }
   }
 }

@@ -96,9 +96,10 @@ export class RpcClient {
     for (const id of this.pending.keys()) this.worker.post({ type: 'abort', target: id });
   }
 
+  /** @returns {Promise<void>|void} settles when the worker has exited (Node) */
   terminate() {
     this.fail(new DogeError('DISPOSED', 'the model was disposed'));
-    this.worker.terminate();
+    return this.worker.terminate();
   }
 }
 
