@@ -132,10 +132,25 @@ export class Engine {
   }
 }
 
-export class WasmLoader {
-  constructor(engine, handle) {
+/** A C object owned by JS: `free()` releases it once through its C free function (doge_<kind>_free). */
+class CObject {
+  /** @param {Engine} engine @param {number} handle @param {string} kind loader, sampler, model or session */
+  constructor(engine, handle, kind) {
     this.engine = engine;
     this.handle = handle;
+    this.kind = kind;
+  }
+
+  free() {
+    if (!this.handle) return;
+    this.engine.mod[`_doge_${this.kind}_free`](this.handle);
+    this.handle = 0;
+  }
+}
+
+export class WasmLoader extends CObject {
+  constructor(engine, handle) {
+    super(engine, handle, 'loader');
     this.staging = engine.mod._malloc(STAGING_BYTES);
   }
 
@@ -182,10 +197,8 @@ export class WasmLoader {
   }
 
   free() {
-    if (!this.handle) return;
-    this.engine.mod._free(this.staging);
-    this.engine.mod._doge_loader_free(this.handle);
-    this.handle = 0;
+    if (this.handle) this.engine.mod._free(this.staging);
+    super.free();
   }
 }
 
@@ -194,15 +207,15 @@ export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by numbe
 const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
 
 /** A C sampler (doge.h DogeSamplingParams): repetition penalty, temperature, top-k, top-p, min-p. */
-export class WasmSampler {
+export class WasmSampler extends CObject {
   /**
    * @param {Engine} engine
    * @param {number} vocabSize
    * @param {{temperature: number, topK: number, topP: number, minP: number, repetitionPenalty: number, seed: number}} p
    */
   constructor(engine, vocabSize, p) {
+    super(engine, 0, 'sampler');
     const mod = engine.mod;
-    this.engine = engine;
     this.vocabSize = vocabSize;
     const ptr = mod._malloc(32);
     const view = new DataView(mod.HEAPU8.buffer);
@@ -245,17 +258,11 @@ export class WasmSampler {
     }
   }
 
-  free() {
-    if (!this.handle) return;
-    this.engine.mod._doge_sampler_free(this.handle);
-    this.handle = 0;
-  }
 }
 
-export class WasmModel {
+export class WasmModel extends CObject {
   constructor(engine, handle) {
-    this.engine = engine;
-    this.handle = handle;
+    super(engine, handle, 'model');
     const mod = engine.mod;
     this.task = mod._doge_model_task(handle) === 1 ? 'sequence-classification' : 'causal-lm';
     this.vocabSize = mod._doge_model_vocab_size(handle);
@@ -294,18 +301,12 @@ export class WasmModel {
     return new WasmSession(this, s);
   }
 
-  free() {
-    if (!this.handle) return;
-    this.engine.mod._doge_model_free(this.handle);
-    this.handle = 0;
-  }
 }
 
-export class WasmSession {
+export class WasmSession extends CObject {
   constructor(model, handle) {
+    super(model.engine, handle, 'session');
     this.model = model;
-    this.engine = model.engine;
-    this.handle = handle;
     this.nCtx = this.engine.mod._doge_session_n_ctx(handle);
     this.threads = this.engine.mod._doge_session_threads(handle);
     this.cacheBytes = this.engine.mod._doge_session_cache_bytes(handle);
@@ -375,11 +376,5 @@ export class WasmSession {
     } finally {
       mod._free(idsPtr);
     }
-  }
-
-  free() {
-    if (!this.handle) return;
-    this.engine.mod._doge_session_free(this.handle);
-    this.handle = 0;
   }
 }
