@@ -40,7 +40,7 @@ async function openPage(url, context) {
   return page;
 }
 
-const loaded = (page) => page.waitForFunction(() => /build/.test(document.getElementById('engine-status').textContent), null, { timeout: 60000 });
+const loaded = (page) => page.waitForSelector('body[data-engine="ready"]', { timeout: 60000 });
 const finished = (page) => page.waitForFunction(() => /stopped: \w+/.test(document.getElementById('gen-stats').textContent) && !document.getElementById('send').disabled, null, { timeout: 60000 });
 async function setting(page, id, value) {
   await page.fill(`#${id}`, String(value));

@@ -129,6 +129,7 @@ async function load() {
   state.model = null;
   await old?.dispose();
   $('engine-status').textContent = 'engine: loading…';
+  document.body.dataset.engine = 'loading'; // the page's state for scripts and tests: loading, ready, failed
   try {
     const threads = Number($('threads').value) || 1;
     state.model = await loadModel(source, {
@@ -142,12 +143,13 @@ async function load() {
       `${info.task}, vocabulary ${info.vocabSize}, context ${info.contextLength} tokens, ` +
       `${info.weights} weights (${(info.weightBytes / 1e6).toFixed(1)} MB), ` +
       `${info.hasChatTemplate ? 'has a chat template' : 'no chat template'}; auto mode: ${chatMode()}`;
-    // last: tests (and people) take this line as "ready"
     $('engine-status').textContent = info.build === 'threads'
       ? `engine: pthreads build, ${info.threads} thread${info.threads > 1 ? 's' : ''}`
       : `engine: single-thread build (${info.threadsReason})`;
+    document.body.dataset.engine = 'ready';
   } catch (e) {
     $('engine-status').textContent = 'engine: not loaded';
+    document.body.dataset.engine = 'failed';
     showError(e);
   } finally {
     setBusy(false);
