@@ -13,8 +13,6 @@
 #include "pool.h"
 
 #define DOGE_PI 3.14159265358979323846 /* Python math.pi */
-/* From this many tokens per call, int8 matmuls expand W to fp32 instead of quantizing x (see matmul_w). */
-#define Q8_PREFILL_TOKENS 4
 
 struct DogeSession {
     const DogeModel *m;
@@ -48,8 +46,6 @@ struct DogeSession {
     float *cos, *sin;     /* [S, hd/2] */
     float *logits;        /* [V] last-position logits of doge_session_next */
     int16_t *xq;          /* [S, max(D, H*hd, I)]  quantized activations of an int8 matmul (int16 lanes) */
-    float *wbuf;          /* [threads][4][wbuf_cols] int8 weight rows expanded to fp32 (prefill) */
-    int wbuf_cols;
     float *xd;            /* [S, max(D, H*hd, I) / Q8_GROUP] their scales */
     /* per-thread scratch */
     size_t scratch_words;
@@ -202,8 +198,8 @@ typedef struct {
 typedef struct {
     DogeSession *s;
     const float *x;       /* [S, in] */
-    const int16_t *xq;    /* [S, in] x quantized for int8 weights (single tokens), else NULL */
-    const float *xd;      /* [S, in / Q8_GROUP] */
+    const int16_t *xq;    /* [S, in] x quantized for int8 weights, else NULL */
+    const float *xd;      /* [in / Q8_GROUP, S] its scales */
     int S, in, n_outs;
     MatmulOut outs[3];
     int blocks[4];        /* outs[i] covers work items blocks[i] .. blocks[i + 1] - 1 */
@@ -211,16 +207,14 @@ typedef struct {
 
 /* Work items are blocks of 4 rows of W (the kernels' unit), numbered across the job's matrices. */
 static void matmul_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
     const MatmulJob *j = ctx;
     for (int i = 0; i < j->n_outs; i++) {
         const int b0 = begin > j->blocks[i] ? begin : j->blocks[i], b1 = end < j->blocks[i + 1] ? end : j->blocks[i + 1];
         if (b0 >= b1) continue;
         const MatmulOut *o = &j->outs[i];
         const int o0 = (b0 - j->blocks[i]) * 4, o1 = (b1 - j->blocks[i]) * 4 < o->out ? (b1 - j->blocks[i]) * 4 : o->out;
-        if (o->w->q && j->xq) k_matmul_q8_rows(o->y, j->xq, j->xd, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1);
-        else if (o->w->q)
-            k_matmul_q8w_rows(o->y, j->x, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1,
-                              j->s->wbuf + (size_t)thread * 4 * j->s->wbuf_cols);
+        if (o->w->q) k_matmul_q8_rows(o->y, j->xq, j->xd, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1);
         else k_matmul_rows(o->y, j->x, o->w->f, o->b, j->S, j->in, o->out, o0, o1);
     }
 }
@@ -229,8 +223,7 @@ static void matmul_task(void *ctx, int begin, int end, int thread) {
 #define PARALLEL_MIN_MACS (1L << 16)
 
 /* y_i[S, out_i] = x[S, in] W_i[out_i, in]^T (+ b_i) for the n given outputs, rows of W split across threads.
- * An int8 W meets x quantized the same way (per group of Q8_GROUP) for a single token; several tokens (prefill)
- * meet W expanded to fp32 block by block, which costs no more per token than fp32 weights. */
+ * An int8 W meets x quantized the same way (per group of Q8_GROUP). */
 static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const MatmulOut *outs) {
     MatmulJob j = {s, x, NULL, NULL, S, in, n, {{0}}, {0}};
     long macs = 0;
@@ -241,9 +234,9 @@ static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const 
         macs += (long)S * in * outs[i].out;
         int8 |= outs[i].w->q != NULL;
     }
-    if (int8 && S < Q8_PREFILL_TOKENS) {
+    if (int8) {
         for (int t = 0; t < S; t++)
-            k_quantize_q8_wide(s->xq + (size_t)t * in, s->xd + (size_t)t * (in / Q8_GROUP), x + (size_t)t * in, in);
+            k_quantize_q8_wide(s->xq + (size_t)t * in, s->xd + t, S, x + (size_t)t * in, in);
         j.xq = s->xq;
         j.xd = s->xd;
     }
@@ -543,12 +536,8 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
         if (moe > s->scratch_words) s->scratch_words = moe;
     }
     if (s->pool) s->scratch = malloc(sizeof(float) * s->scratch_words * (size_t)pool_threads(s->pool));
-    if (s->pool && m->weights == DOGE_WEIGHTS_INT8) {
-        s->wbuf_cols = widest_input(c);
-        s->wbuf = malloc(sizeof(float) * 4 * (size_t)s->wbuf_cols * (size_t)pool_threads(s->pool));
-    }
     if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->logits || !s->pool ||
-        !s->scratch || (m->weights == DOGE_WEIGHTS_INT8 && !s->wbuf)) {
+        !s->scratch) {
         doge_session_free(s);
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for a %d-token KV cache (%.1f MB)", n_ctx,
                        (double)(sizeof(float) * L * KV * T * (2 * hd + 1)) / 1e6);
@@ -577,7 +566,6 @@ void doge_session_free(DogeSession *s) {
     free(s->inv_freq);
     free(s->inv_freq_orig);
     free(s->scratch);
-    free(s->wbuf);
     free(s->logits);
     pool_free(s->pool);
     free(s);

@@ -102,34 +102,16 @@ int k_argmax(const float *x, int n) {
  * Every row is one k_dot: the same summation order in prefill, decode, attention and every thread count.
  * (Blocks of 4 rows sharing each load of x were no faster in Chromium and much slower in Node 20's V8.) */
 
-/* y[s][o .. o+rows) for weight rows w[0 .. rows) starting at row o of the matrix; each row meets all S tokens
- * while it is in L1. */
-static void rows_block(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o, int rows) {
-    for (int k = 0; k < rows; k++) {
-        const float *wk = w + (size_t)k * in;
-        const float bias = b ? b[o + k] : 0.0f;
+void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
+    for (int o = o0; o < o1; o++) { /* each row meets all S tokens while it is in L1 */
+        const float *wo = w + (size_t)o * in;
         for (int s = 0; s < S; s++) {
-            const float v = k_dot(x + (size_t)s * in, wk, in);
-            y[(size_t)s * out + o + k] = b ? v + bias : v;
+            const float v = k_dot(x + (size_t)s * in, wo, in);
+            y[(size_t)s * out + o] = b ? v + b[o] : v;
         }
     }
 }
 
-void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
-    rows_block(y, x, w + (size_t)o0 * in, b, S, in, out, o0, o1 - o0);
-}
-
-void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *wd, const float *b, int S, int in, int out,
-                       int o0, int o1, float *wbuf) {
-    const int G = in / Q8_GROUP;
-    for (int o = o0; o < o1; o += 4) {
-        const int rows = o1 - o < 4 ? o1 - o : 4;
-        for (int k = 0; k < rows; k++)
-            for (int i = 0; i < in; i++)
-                wbuf[(size_t)k * in + i] = (float)wq[(size_t)(o + k) * in + i] * wd[k_q8_scale_index((size_t)(o + k), i / Q8_GROUP, G)];
-        rows_block(y, x, wbuf, b, S, in, out, o, rows);
-    }
-}
 
 /* ---- int8 matmul -----------------------------------------------------------------------------------
  * x is quantized like the weights but kept in int16 lanes (SIMD: i32x4.dot_i16x8_s against the weights
@@ -171,10 +153,10 @@ void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
     }
 }
 
-void k_quantize_q8_wide(int16_t *q, float *d, const float *x, int n) {
+void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n) {
     int32_t t[Q8_GROUP];
     for (int g = 0; g < n / Q8_GROUP; g++) {
-        d[g] = quantize_group(x + g * Q8_GROUP, t);
+        d[(size_t)g * d_stride] = quantize_group(x + g * Q8_GROUP, t);
         for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int16_t)t[i];
     }
 }
@@ -197,8 +179,10 @@ static inline v128_t sum4x4(v128_t a, v128_t b, v128_t c, v128_t d) {
 }
 #endif
 
-/* out[0..rows) for rows <= 4 weight rows starting at w (a 4-row block), d: the block's interleaved scales. */
-static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *xd, const int8_t *w, const float *d, int in) {
+/* out[0..rows) for rows <= 4 weight rows starting at w (a 4-row block) and one token: its activations xq[in]
+ * and their scales xd[g * xd_stride]; d: the block's interleaved weight scales. */
+static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *xd, int xd_stride, const int8_t *w, const float *d,
+                         int in) {
     const int G = in / Q8_GROUP;
 #ifdef __wasm_simd128__
     /* rows past the end of the matrix repeat row 0; their lanes are dropped */
@@ -208,7 +192,7 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
         const int16_t *xg = xq + g * Q8_GROUP;
         const size_t off = (size_t)g * Q8_GROUP;
         const v128_t isum = sum4x4(group_sum(w0 + off, xg), group_sum(w1 + off, xg), group_sum(w2 + off, xg), group_sum(w3 + off, xg));
-        const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[g]));
+        const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[(size_t)g * xd_stride]));
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
     }
     float r[4];
@@ -221,21 +205,58 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
         for (int g = 0; g < G; g++) {
             int32_t isum = 0;
             for (int i = g * Q8_GROUP; i < (g + 1) * Q8_GROUP; i++) isum += wk[i] * xq[i];
-            acc += (float)isum * (d[4 * g + k] * xd[g]);
+            acc += (float)isum * (d[4 * g + k] * xd[(size_t)g * xd_stride]);
         }
         out[k] = acc;
     }
 #endif
 }
 
+#ifdef __wasm_simd128__
+/* One weight row w[in] against 4 consecutive tokens xq[4][in] (prefill): each group of the row is widened once
+ * and meets the 4 tokens; the 4 group sums are scaled with one vector. Same sums, same bits as dot_q8_block. */
+static void tile_q8_row_4_tokens(float *out, const int16_t *xq, const float *xd, int xd_stride, const int8_t *w, const float *wd,
+                                 size_t row, int in) {
+    const int G = in / Q8_GROUP;
+    v128_t acc = wasm_f32x4_splat(0.0f);
+    for (int g = 0; g < G; g++) {
+        const v128_t w0 = wasm_v128_load(w + g * Q8_GROUP), w1 = wasm_v128_load(w + g * Q8_GROUP + 16);
+        const v128_t wa = wasm_i16x8_extend_low_i8x16(w0), wb = wasm_i16x8_extend_high_i8x16(w0);
+        const v128_t wc = wasm_i16x8_extend_low_i8x16(w1), wdh = wasm_i16x8_extend_high_i8x16(w1);
+        v128_t st[4];
+        for (int t = 0; t < 4; t++) {
+            const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP;
+            v128_t v = wasm_i32x4_dot_i16x8(wa, wasm_v128_load(x));
+            v = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wb, wasm_v128_load(x + 8)));
+            v = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wc, wasm_v128_load(x + 16)));
+            st[t] = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wdh, wasm_v128_load(x + 24)));
+        }
+        const v128_t isum = sum4x4(st[0], st[1], st[2], st[3]);
+        const v128_t scale = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row, g, G)]), wasm_v128_load(xd + (size_t)g * xd_stride));
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
+    }
+    wasm_v128_store(out, acc);
+}
+#endif
+
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1) {
     const int G = in / Q8_GROUP;
-    for (int o = o0; o < o1; o += 4) {
-        const int rows = o1 - o < 4 ? o1 - o : 4;
-        for (int s = 0; s < S; s++) {
+    int s0 = 0;
+#ifdef __wasm_simd128__
+    for (int o = o0; o < o1; o++) /* 4 tokens at a time; the row stays in L1 */
+        for (int s = 0; s + 4 <= S; s += 4) {
             float r[4];
-            dot_q8_block(r, rows, xq + (size_t)s * in, xd + (size_t)s * G, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
+            tile_q8_row_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd, (size_t)o, in);
+            for (int t = 0; t < 4; t++) y[(size_t)(s + t) * out + o] = b ? r[t] + b[o] : r[t];
+        }
+    s0 = S / 4 * 4;
+#endif
+    for (int o = o0; o < o1; o += 4) { /* the tokens left, 4 rows at a time */
+        const int rows = o1 - o < 4 ? o1 - o : 4;
+        for (int s = s0; s < S; s++) {
+            float r[4];
+            dot_q8_block(r, rows, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
             float *ys = y + (size_t)s * out + o;
             for (int k = 0; k < rows; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
         }

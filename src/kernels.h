@@ -22,10 +22,12 @@ static inline size_t k_q8_scale_index(size_t row, int g, int G) { return (row / 
 /* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP): q[n] (the row's values) and its scales
  * in d (the whole matrix's, see k_q8_scale_index): d = absmax / 127, q = nearest(x / d) per group. */
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
-/* The same values in int16 lanes: activations, ready for the int16 dot products of k_matmul_q8_rows. */
-void k_quantize_q8_wide(int16_t *q, float *d, const float *x, int n);
-/* As k_matmul_rows with x and w quantized: y[s][o] = sum_g xd[s][g] wd[o][g] sum_{i in g} xq[s][i] wq[o][i]
- * (+ b[o]). The integer group sums are exact; the float sums follow one fixed order. */
+/* The same values in int16 lanes: activations, ready for the int16 dot products of k_matmul_q8_rows; the
+ * scale of group g goes to d[g * d_stride]. */
+void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n);
+/* As k_matmul_rows with x and w quantized: y[s][o] = sum_g xd[g][s] wd[o][g] sum_{i in g} xq[s][i] wq[o][i]
+ * (+ b[o]), with the activation scales xd [in / Q8_GROUP][S]. The integer group sums are exact and the float
+ * sums follow one order whatever the number of tokens, so prefill and decode give the same bits. */
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1);
 /* out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 as HF's RMSNorm (out may alias x). */
@@ -46,9 +48,5 @@ float k_softplus(float x);
 /* Half-split ("rotate_half") rotary embedding on one head of size hd with cos/sin tables of hd/2. */
 void k_rope(float *x, const float *cos, const float *sin, int hd);
 
-/* As k_matmul_rows with W int8 and x fp32: each block of 4 rows of W is expanded to fp32 in wbuf [4 * in]
- * once and meets all S tokens there (prefill: more exact than quantizing x, and as fast as fp32). */
-void k_matmul_q8w_rows(float *y, const float *x, const int8_t *wq, const float *wd, const float *b, int S, int in, int out,
-                       int o0, int o1, float *wbuf);
 
 #endif

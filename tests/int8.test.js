@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { loadModel } from '../js/index.js';
+import { Engine, LOGITS } from '../js/wasm-engine.js';
+import { streamWeights } from '../js/weights.js';
+import { openSource } from '../js/sources.js';
 import { CASES_DIR, NATIVE, ROOT, run } from './helpers.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
@@ -114,4 +117,26 @@ test('int8: a non-finite value in a quantized matrix is a BAD_TENSOR error namin
   const r = run(NATIVE, ['logits', '--model', dir, '--ids', '1', '--weights', 'int8']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /non-finite/);
+});
+
+test('int8: prefill and token-by-token decoding give the same bits (native and wasm)', async () => {
+  const dir = `${CASES_DIR}/doge20m_shape`;
+  const ids = [7, 100, 2000, 31000, 5, 9, 11, 13, 17, 19];
+  const prefill = nativeRun(['logits', '--model', dir, '--ids', ids.join(','), '--weights', 'int8']).logits;
+  const decode = nativeRun(['logits', '--model', dir, '--ids', ids.join(','), '--weights', 'int8', '--decode-split', '1']).logits;
+  assert.deepEqual(decode, prefill);
+  const engine = await Engine.create({ build: 'single' });
+  try {
+    const source = await openSource(dir);
+    const model = await streamWeights(engine, source, await source.readText('config.json'), { weights: 'int8' });
+    const session = model.createSession(ids.length);
+    const all = session.forward(ids, LOGITS.ALL);
+    session.reset();
+    const V = model.vocabSize;
+    ids.forEach((id, t) => assert.deepEqual(session.forward([id], LOGITS.LAST), all.subarray(t * V, (t + 1) * V), `token ${t}`));
+    session.free();
+    model.free();
+  } finally {
+    engine.dispose();
+  }
 });
