@@ -70,37 +70,51 @@ function configs(name) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
-/** Runs one configuration `repeat` times; keeps the run with the median decode speed. */
-function measure(model, [label, cmd, args], repeat = REPEAT) {
-  const runs = [];
-  for (let i = 0; i < repeat; i++) {
-    const r = sh(cmd, args, { timeoutMs: 10 * 60e3 });
-    const line = r.stdout.trim().split('\n').pop();
-    try {
-      if (!r.ok) throw new Error(r.stderr.trim().split('\n').slice(-2).join(' '));
-      runs.push(JSON.parse(line));
-    } catch (e) {
-      const entry = { label, model, error: String(e.message ?? e).slice(0, 300) };
-      console.log(JSON.stringify(entry));
-      return entry;
-    }
+/** One run of a configuration: its JSON object, or {error}. */
+function runOnce([label, cmd, args]) {
+  const r = sh(cmd, args, { timeoutMs: 10 * 60e3 });
+  try {
+    if (!r.ok) throw new Error(r.stderr.trim().split('\n').slice(-2).join(' '));
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  } catch (e) {
+    return { error: `${label}: ${String(e.message ?? e).slice(0, 300)}` };
   }
+}
+
+/** The entry of a configuration from its runs: decode figures from the run with the median decode speed,
+ * prefill the median of the prefill speeds. */
+function summarize(model, label, runs) {
+  const failed = runs.find((r) => r.error);
+  if (failed) return { label, model, error: failed.error };
   const mid = median(runs.map((r) => r.decode_tok_s));
   const pick = runs.find((r) => r.decode_tok_s === mid);
-  // decode figures from the run with the median decode speed, prefill the median of the prefill speeds
-  const entry = { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)),
+  return { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)),
     decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
-  console.log(JSON.stringify(entry));
-  return entry;
+}
+
+/** Every configuration `repeat` times, round-robin, so that the machine's slow spells (2 shared cores) fall on
+ * all of them alike and the ratios between them stay fair. */
+function measureAll(model, list, repeat = REPEAT) {
+  const runs = list.map(() => []);
+  for (let i = 0; i < repeat; i++)
+    list.forEach((c, k) => {
+      if (runs[k].some((r) => r.error)) return;
+      const r = runOnce(c);
+      runs[k].push(r);
+      process.stderr.write(`${c[0]} run ${i + 1}: ${r.error ?? `decode ${r.decode_tok_s} tok/s, prefill ${r.prefill_tok_s} tok/s`}\n`);
+    });
+  const entries = list.map(([label], k) => summarize(model, label, runs[k]));
+  for (const e of entries) console.log(JSON.stringify(e));
+  return entries;
 }
 
 /** Constant memory: int8 generation with the bounded cache (keep_window_size + 256 slots), short and long. */
 function longRuns(model) {
   const dir = `build/bench/models/${model}`;
   const ctx = String(2048 + 256);
-  return [1000, Number(values['long-tokens'])].map((n) => measure(model, [`doge-wasm node single int8 1t bounded ${n}`, 'node',
+  return measureAll(model, [1000, Number(values['long-tokens'])].map((n) => [`doge-wasm node single int8 1t bounded ${n}`, 'node',
     ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', 'int8', '--build', 'single', '--bounded-cache', '--context-length', ctx,
-      '--prompt-tokens', '16', '--new-tokens', String(n)]], 1));
+      '--prompt-tokens', '16', '--new-tokens', String(n)]]), 1);
 }
 
 if (values['render-only']) { // the report again from bench/results.json
@@ -113,7 +127,7 @@ if (values['render-only']) { // the report again from bench/results.json
 const results = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, repeat: REPEAT, runs: [] };
 for (const model of values.models.split(',')) {
   prepare(model);
-  for (const c of configs(model)) results.runs.push(measure(model, c));
+  results.runs.push(...measureAll(model, configs(model)));
   if (model === 'doge-20m' && values.only !== 'peers') results.runs.push(...longRuns(model).map((r) => ({ ...r, long: true })));
 }
 mkdirSync(`${root}bench`, { recursive: true });
