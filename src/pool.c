@@ -9,11 +9,20 @@
 #ifndef DOGE_NO_THREADS
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
-/* How long a worker (or the caller) busy-waits before sleeping on the condition variable. A decode step
- * issues one job per matmul, microseconds apart: sleeping and waking through the kernel between them costs
- * more than the work, so the threads spin first and sleep only when no job follows (between tokens). */
+/* How long a worker (or the caller) busy-waits before sleeping on a condition variable. A decode step issues
+ * one job per matmul, microseconds apart: sleeping and waking through the kernel between them costs more than
+ * the work, so the threads spin first and sleep only when no job follows (between tokens). */
 #define SPIN_ROUNDS 200000
+
+/* A job: items [0, n_items) handed out in chunks. Two slots, by generation parity, so that a late worker
+ * reading the previous job's slot never sees the next job's fields being written. */
+typedef struct {
+    _Atomic(PoolFn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_items, chunk;
+} Job;
 #endif
 
 struct Pool {
@@ -22,35 +31,56 @@ struct Pool {
     pthread_t *workers;
     pthread_mutex_t mu;
     pthread_cond_t start, done;
-    atomic_ulong generation; /* bumped once per pool_run: the start signal */
-    atomic_int pending;      /* workers still running the current job */
-    atomic_int sleepers;     /* workers blocked on `start` (the caller then broadcasts) */
+    Job job[2];
+    /* Work is claimed, not assigned: (generation << 32 | next item), advanced by compare-and-swap. A worker
+     * that is not running when a job starts (its core taken by another process) claims nothing, and the caller
+     * does its share instead of waiting for it: two threads never wait on a thread that is not running. */
+    _Atomic uint64_t claim;
+    atomic_int done_items;   /* items finished in the current job */
+    atomic_ulong generation; /* the start signal */
+    atomic_int sleepers;     /* workers blocked on `start` */
     atomic_int caller_asleep;
     atomic_int quit;
-    PoolFn fn;
-    void *ctx;
-    int n_items;
 #endif
 };
 
 #ifndef DOGE_NO_THREADS
-static void range_of(int n_items, int n_threads, int t, int *b, int *e) {
-    long per = (n_items + n_threads - 1) / n_threads;
-    long lo = per * t, hi = lo + per;
-    if (lo > n_items) lo = n_items;
-    if (hi > n_items) hi = n_items;
-    *b = (int)lo;
-    *e = (int)hi;
-}
-
 typedef struct {
     Pool *pool;
     int index;
 } WorkerArg;
 
-/* Waits until the generation moves past `seen` or the pool quits. */
-static void wait_for_job(Pool *p, unsigned long seen) {
-    for (int i = 0; i < SPIN_ROUNDS; i++)
+/* Claims and runs chunks of job `gen` until none are left (or a later job has started); returns how many
+ * chunks it ran. */
+static int run_claims(Pool *p, unsigned long gen, int thread) {
+    const Job *j = &p->job[gen & 1];
+    for (int ran = 0;; ran++) {
+        uint64_t c = atomic_load(&p->claim);
+        if ((c >> 32) != (gen & 0xffffffffu)) return ran; /* a later job: this one is done */
+        const int n = atomic_load_explicit(&j->n_items, memory_order_relaxed);
+        const int begin = (int)(c & 0xffffffffu);
+        if (begin >= n) return ran;
+        const int chunk = atomic_load_explicit(&j->chunk, memory_order_relaxed);
+        const int end = n - begin < chunk ? n : begin + chunk;
+        const PoolFn fn = atomic_load_explicit(&j->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&j->ctx, memory_order_relaxed);
+        /* the job's fields were read before the claim: a successful claim proves they were still this job's */
+        if (!atomic_compare_exchange_weak(&p->claim, &c, (c & ~(uint64_t)0xffffffffu) | (uint64_t)end)) {
+            ran--;
+            continue;
+        }
+        fn(ctx, begin, end, thread);
+        if (atomic_fetch_add(&p->done_items, end - begin) + (end - begin) == n && atomic_load(&p->caller_asleep)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+/* Waits until the generation moves past `seen` or the pool quits, spinning for `spin` rounds first. */
+static void wait_for_job(Pool *p, unsigned long seen, int spin) {
+    for (int i = 0; i < spin; i++)
         if (atomic_load(&p->generation) != seen || atomic_load(&p->quit)) return;
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->sleepers, 1);
@@ -66,18 +96,14 @@ static void *worker_main(void *arg) {
     int t = wa->index;
     free(wa);
     unsigned long seen = 0;
+    int missed = 0; /* jobs in a row that were over before this thread got to them */
     for (;;) {
-        wait_for_job(p, seen);
+        /* A thread that keeps arriving late has no core of its own (another process holds it): spinning would
+         * only take time from the caller, so it spins less and sleeps sooner. */
+        wait_for_job(p, seen, SPIN_ROUNDS >> (missed < 16 ? missed : 16));
         if (atomic_load(&p->quit)) return NULL;
         seen = atomic_load(&p->generation);
-        int b, e;
-        range_of(p->n_items, p->n_threads, t, &b, &e);
-        if (b < e) p->fn(p->ctx, b, e, t);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_asleep)) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        missed = run_claims(p, seen, t) ? 0 : missed + 1;
     }
 }
 #endif
@@ -120,25 +146,30 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
     if (n_items <= 0) return;
 #ifndef DOGE_NO_THREADS
     if (p->n_threads > 1 && n_items > 1) {
-        p->fn = fn;
-        p->ctx = ctx;
-        p->n_items = n_items;
-        atomic_store(&p->pending, p->n_threads - 1);
-        atomic_fetch_add(&p->generation, 1); /* publishes fn/ctx/n_items (seq_cst) */
+        const unsigned long gen = atomic_load(&p->generation) + 1;
+        Job *j = &p->job[gen & 1];
+        /* about 4 chunks per thread: balance without a claim per item */
+        const int chunk = (n_items + 4 * p->n_threads - 1) / (4 * p->n_threads);
+        atomic_store_explicit(&j->fn, fn, memory_order_relaxed);
+        atomic_store_explicit(&j->ctx, ctx, memory_order_relaxed);
+        atomic_store_explicit(&j->n_items, n_items, memory_order_relaxed);
+        atomic_store_explicit(&j->chunk, chunk, memory_order_relaxed);
+        atomic_store(&p->done_items, 0);
+        atomic_store(&p->claim, (uint64_t)(gen & 0xffffffffu) << 32); /* publishes the job (seq_cst) */
+        atomic_store(&p->generation, gen);
         if (atomic_load(&p->sleepers) > 0) {
             pthread_mutex_lock(&p->mu);
             pthread_cond_broadcast(&p->start);
             pthread_mutex_unlock(&p->mu);
         }
-        int b, e;
-        range_of(n_items, p->n_threads, 0, &b, &e);
-        if (b < e) fn(ctx, b, e, 0);
-        for (int i = 0; i < SPIN_ROUNDS && atomic_load(&p->pending) > 0; i++) {
+        run_claims(p, gen, 0);
+        /* every item is claimed; wait for the chunks still running on other threads */
+        for (int i = 0; i < SPIN_ROUNDS && atomic_load(&p->done_items) < n_items; i++) {
         }
-        if (atomic_load(&p->pending) > 0) {
+        if (atomic_load(&p->done_items) < n_items) {
             pthread_mutex_lock(&p->mu);
             atomic_store(&p->caller_asleep, 1);
-            while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+            while (atomic_load(&p->done_items) < n_items) pthread_cond_wait(&p->done, &p->mu);
             atomic_store(&p->caller_asleep, 0);
             pthread_mutex_unlock(&p->mu);
         }

@@ -9,7 +9,8 @@ typedef struct Pool Pool;
 
 /* Returns NULL when threads cannot be created (the caller then runs single-threaded). */
 Pool *pool_new(int n_threads);
-/* Runs fn over [0, n_items) split into one contiguous range per thread; returns when all are done. */
+/* Runs fn over [0, n_items) in chunks that the threads claim as they come (the caller included); returns
+ * when all are done. */
 void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
 int pool_threads(const Pool *p);
 void pool_free(Pool *p);
