@@ -301,6 +301,7 @@ typedef struct {
     DogeSession *s;
     int layer;
     int P, U, S; /* position of the first token of this call, cache slots used before it, tokens in this call */
+    int heads_per_item; /* attention: query heads per work item (all heads of a bias row, or 1 to split them) */
 } LayerJob;
 
 /* One work item = token t of this call: q/k RMSNorm and RoPE, the new key and value into the cache, and the
@@ -362,11 +363,12 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
     float *tmp = s->scratch + s->scratch_words * (size_t)thread;     /* [n_ctx] */
     int *keys = (int *)(tmp + s->n_ctx);                              /* [n_ctx] */
     float *scores = (float *)(keys + s->n_ctx);                       /* [heads_per_row][n_ctx] */
+    const int parts = heads_per_row / job->heads_per_item; /* items per (query row, bias row) */
     for (int item = begin; item < end; item++) {
         /* rows in the order 0, S-1, 1, S-2, ...: causal rows grow in cost, so each thread's contiguous share
          * of items gets cheap and dear rows alike */
-        const int k = item / NB, b = item % NB, i = k % 2 ? job->S - 1 - k / 2 : k / 2;
-        const int h0 = b * heads_per_row, g = h0 / R;              /* first query head, its kv head */
+        const int k = item / (NB * parts), b = item / parts % NB, part = item % parts, i = k % 2 ? job->S - 1 - k / 2 : k / 2;
+        const int h0 = b * heads_per_row + part * job->heads_per_item, g = h0 / R; /* first query head, its kv head */
         const int p = job->U + i; /* the query's own slot: every slot before it holds an earlier token */
         /* slots are positions here: the bounded cache is refused with a sliding window */
         const int lo = c->sliding_window && p - c->sliding_window + 1 > 0 ? p - c->sliding_window + 1 : 0;
@@ -382,8 +384,8 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
             n = allowed;
             for (int t = 0; t < n; t++) keys[t] = lo + t;
         }
-        k_attend(s->att + ((size_t)i * H + h0) * hd, s->q + ((size_t)i * H + h0) * hd, heads_per_row, K, V, bias, keys, n, hd,
-                 scale, scores);
+        k_attend(s->att + ((size_t)i * H + h0) * hd, s->q + ((size_t)i * H + h0) * hd, job->heads_per_item, K, V, bias, keys, n,
+                 hd, scale, scores);
     }
 }
 
@@ -684,7 +686,10 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[k_q8_scale_index((size_t)ids[t], i / Q8_GROUP, D / Q8_GROUP)];
     }
 
-    LayerJob job = {s, 0, P, U, S};
+    /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the
+     * bias row's key selection is repeated per head; the sums are the same). */
+    const int heads_per_row = m->bias_rows == KV ? H / KV : 1;
+    LayerJob job = {s, 0, P, U, S, S * m->bias_rows < 2 * doge_session_threads(s) ? 1 : heads_per_row};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
         job.layer = l;
@@ -695,7 +700,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         const MatmulOut qkv[3] = {{s->q, &ly->wq, ly->bq, (int)Hq}, {s->k, &ly->wk, ly->bk, (int)Hkv}, {s->v, &ly->wv, ly->bv, (int)Hkv}};
         matmuls(s, s->xn, S, D, 3, qkv);
         pool_run(s->pool, new_keys_task, &job, S);
-        pool_run(s->pool, attention_task, &job, S * m->bias_rows);
+        pool_run(s->pool, attention_task, &job, S * m->bias_rows * (heads_per_row / job.heads_per_item));
         matmul_w(s, s->proj, s->att, &ly->wo, ly->bo, S, (int)Hq, D);
         for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
 
