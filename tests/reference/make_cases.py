@@ -1512,16 +1512,22 @@ def _run_case(cfg, w, meta):
     run_decode(cfg, w, meta["ids"], meta["decode"]["split"], lay, opt)
 
 
-def check_old_no_topk(outdir):
-    """old_long: at every T (also T > keep_window_size) every allowed key keeps exactly its bias, forbidden keys are
-    MIN; the bias rows of query heads sharing a kv head differ (A/dt_proj per query head)."""
-    cfg, w, meta = _case_on_disk(outdir, "old_long")
+def _spied_run(outdir, name, cls, attr):
+    """Runs case `name` (prefill and decode) with cls.attr spied on; returns (cfg, w, [(self, args, result)])."""
+    cfg, w, meta = _case_on_disk(outdir, name)
     seen = []
-    orig = _spy(OldDogeAttention, "dynamic_mask", seen)
+    orig = _spy(cls, attr, seen)
     try:
         _run_case(cfg, w, meta)
     finally:
-        OldDogeAttention.dynamic_mask = orig
+        setattr(cls, attr, orig)
+    return cfg, w, seen
+
+
+def check_old_no_topk(outdir):
+    """old_long: at every T (also T > keep_window_size) every allowed key keeps exactly its bias, forbidden keys are
+    MIN; the bias rows of query heads sharing a kv head differ (A/dt_proj per query head)."""
+    cfg, _, seen = _spied_run(outdir, "old_long", OldDogeAttention, "dynamic_mask")
     rows = wide = 0
     for att, (dyn, S, P), out in seen:
         H, T = dyn.shape
@@ -1566,13 +1572,7 @@ def check_moe_routings(outdir, names):
     the HF DogeCDMoE module of this file on the same inputs.  Both over every prefill/decode call."""
     msgs = []
     if "old_moe_legacy" in names:
-        cfg, w, meta = _case_on_disk(outdir, "old_moe_legacy")
-        seen = []
-        orig = _spy(OldCDMoE, "route", seen)
-        try:
-            _run_case(cfg, w, meta)
-        finally:
-            OldCDMoE.route = orig
+        _, _, seen = _spied_run(outdir, "old_moe_legacy", OldCDMoE, "route")
         tokens = 0
         for moe, (x,), (scores, ids) in seen:
             assert moe.routing == "legacy_2025_03" and moe.router[1] is not None
@@ -1583,13 +1583,7 @@ def check_moe_routings(outdir, names):
         msgs.append("  (g) legacy_2025_03 routing == literal transcription on %d token routings (%d calls)"
                     % (tokens, len(seen)))
     if "old_moe_hf" in names:
-        cfg, w, meta = _case_on_disk(outdir, "old_moe_hf")
-        seen = []
-        orig = _spy(OldCDMoE, "__call__", seen)
-        try:
-            _run_case(cfg, w, meta)
-        finally:
-            OldCDMoE.__call__ = orig
+        cfg, w, seen = _spied_run(outdir, "old_moe_hf", OldCDMoE, "__call__")
         worst = 0.0
         for moe, (x,), out in seen:
             assert moe.routing == "hf" and moe.router[1] is None
