@@ -297,6 +297,12 @@ static int select_top(const float *v, int len, int keep, float *tmp, int *idx) {
     return n;
 }
 
+/* Query heads that share one dynamic-mask bias row: the R heads of a kv head, or 1 when A is per query head. */
+static int heads_per_bias_row(const DogeModel *m) {
+    const DogeConfig *c = &m->cfg;
+    return m->bias_rows == c->num_key_value_heads ? c->num_attention_heads / c->num_key_value_heads : 1;
+}
+
 typedef struct {
     DogeSession *s;
     int layer;
@@ -357,7 +363,7 @@ static void attention_task(void *ctx, int begin, int end, int thread) {
     const DogeModel *m = s->m;
     const DogeConfig *c = &m->cfg;
     const int H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim, R = H / KV;
-    const int NB = m->bias_rows, heads_per_row = NB == KV ? R : 1;
+    const int NB = m->bias_rows, heads_per_row = heads_per_bias_row(m);
     const int W = c->keep_window_size;
     const float scale = (float)pow((double)hd, -0.5);
     float *tmp = s->scratch + s->scratch_words * (size_t)thread;     /* [n_ctx] */
@@ -532,7 +538,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     s->pool = pool_new(n_threads);
     /* attention needs (2 + heads per bias row) x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k
      * weights and D */
-    s->scratch_words = (2 + (m->bias_rows == c->num_key_value_heads ? (size_t)(c->num_attention_heads / c->num_key_value_heads) : 1)) * T;
+    s->scratch_words = (2 + (size_t)heads_per_bias_row(m)) * T;
     if (c->is_moe) {
         size_t moe = 2 * (2 * (size_t)c->num_keys + (size_t)c->num_experts) + (size_t)c->num_experts_per_tok + c->hidden_size;
         if (moe > s->scratch_words) s->scratch_words = moe;
@@ -651,7 +657,6 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         compact_cache(s);
         const int room = s->n_ctx - s->used;
         if (S > room) { /* in pieces that fit, evicting between them */
-            const int V = c->vocab_size;
             int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
             if (rc != DOGE_OK) return rc;
             return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
@@ -688,7 +693,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
 
     /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the
      * bias row's key selection is repeated per head; the sums are the same). */
-    const int heads_per_row = m->bias_rows == KV ? H / KV : 1;
+    const int heads_per_row = heads_per_bias_row(m);
     LayerJob job = {s, 0, P, U, S, S * m->bias_rows < 2 * doge_session_threads(s) ? 1 : heads_per_row};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
