@@ -33,7 +33,7 @@ static inline float dot_impl(const float *a, const float *b, int n) {
     return sum;
 }
 
-static inline void axpy_impl(float *y, float a, const float *x, int n) {
+void k_axpy(float *y, float a, const float *x, int n) {
     int i = 0;
 #ifdef __wasm_simd128__
     v128_t va = wasm_f32x4_splat(a);
@@ -44,7 +44,6 @@ static inline void axpy_impl(float *y, float a, const float *x, int n) {
 }
 
 float k_dot(const float *a, const float *b, int n) { return dot_impl(a, b, n); }
-void k_axpy(float *y, float a, const float *x, int n) { axpy_impl(y, a, x, n); }
 
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
               int hd, float scale, float *scores) {
@@ -112,7 +111,6 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
     }
 }
 
-
 /* ---- int8 matmul -----------------------------------------------------------------------------------
  * x is quantized like the weights but kept in int16 lanes (SIMD: i32x4.dot_i16x8_s against the weights
  * widened to int16). Each row's result is sum over groups g, in order, of float(exact integer group sum) x
@@ -162,13 +160,28 @@ void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int 
 }
 
 #ifdef __wasm_simd128__
-/* i32x4 partial sums of one group of 32 products w[i] x[i] */
-static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
+/* One group of 32 weights widened to int16: four i16x8 vectors. */
+typedef struct {
+    v128_t v[4];
+} WideGroup;
+
+static inline WideGroup widen_group(const int8_t *w) {
     const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 16);
-    v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(x));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(x + 8)));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(x + 16)));
-    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(x + 24)));
+    return (WideGroup){{wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_low_i8x16(w1),
+                        wasm_i16x8_extend_high_i8x16(w1)}};
+}
+
+/* i32x4 partial sums of one group of 32 products w[i] x[i] */
+static inline v128_t wide_group_sum(const WideGroup *w, const int16_t *x) {
+    v128_t s = wasm_i32x4_dot_i16x8(w->v[0], wasm_v128_load(x));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[1], wasm_v128_load(x + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[2], wasm_v128_load(x + 16)));
+    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[3], wasm_v128_load(x + 24)));
+}
+
+static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
+    const WideGroup wg = widen_group(w);
+    return wide_group_sum(&wg, x);
 }
 
 /* [sum a, sum b, sum c, sum d] of four i32x4 vectors (exact: integers) */
@@ -220,17 +233,9 @@ static void tile_q8_row_4_tokens(float *out, const int16_t *xq, const float *xd,
     const int G = in / Q8_GROUP;
     v128_t acc = wasm_f32x4_splat(0.0f);
     for (int g = 0; g < G; g++) {
-        const v128_t w0 = wasm_v128_load(w + g * Q8_GROUP), w1 = wasm_v128_load(w + g * Q8_GROUP + 16);
-        const v128_t wa = wasm_i16x8_extend_low_i8x16(w0), wb = wasm_i16x8_extend_high_i8x16(w0);
-        const v128_t wc = wasm_i16x8_extend_low_i8x16(w1), wdh = wasm_i16x8_extend_high_i8x16(w1);
+        const WideGroup wg = widen_group(w + g * Q8_GROUP);
         v128_t st[4];
-        for (int t = 0; t < 4; t++) {
-            const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP;
-            v128_t v = wasm_i32x4_dot_i16x8(wa, wasm_v128_load(x));
-            v = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wb, wasm_v128_load(x + 8)));
-            v = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wc, wasm_v128_load(x + 16)));
-            st[t] = wasm_i32x4_add(v, wasm_i32x4_dot_i16x8(wdh, wasm_v128_load(x + 24)));
-        }
+        for (int t = 0; t < 4; t++) st[t] = wide_group_sum(&wg, xq + (size_t)t * in + g * Q8_GROUP);
         const v128_t isum = sum4x4(st[0], st[1], st[2], st[3]);
         const v128_t scale = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row, g, G)]), wasm_v128_load(xd + (size_t)g * xd_stride));
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
