@@ -7,10 +7,8 @@ import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-/** The benchmark prompt, the same as `doge-wasm bench` (js/cli.js benchPrompt). */
-export function benchPrompt(length, vocabSize) {
-  return Array.from({ length }, (_, i) => (1000 + 37 * i) % vocabSize);
-}
+/** The benchmark prompt of `doge-wasm bench`, so that every runtime sees the same ids. */
+export { benchPrompt } from '../../js/bench.js';
 
 /** Token id -> its text in the GGUFs written by gguf.py (token_word there): ' ' + 4 letters, base 26. */
 export function tokenWord(id) {

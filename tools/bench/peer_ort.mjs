@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHROMIUM, openBenchPage, servePage } from './common.mjs';
+import { benchPrompt, CHROMIUM, openBenchPage, servePage } from './common.mjs';
 
 const USAGE = 'usage: node tools/bench/peer_ort.mjs --onnx FILE.onnx [--model DIR] [--where node|chromium] ' +
   '[--prompt-tokens 256] [--new-tokens 128] [--threads 1]';
@@ -46,7 +46,8 @@ function parseArgs(argv) {
  * The benchmark itself. Self-contained (no closure over module variables): in Chromium its source is
  * sent to the page. `load()` returns the model bytes; `kvDims` = [KV, head_dim] or null.
  */
-async function bench(ort, load, { promptTokens: P, newTokens: N, threads, kvDims }) {
+async function bench(ort, load, { prompt, newTokens: N, threads, kvDims }) {
+  const P = prompt.length;
   ort.env.wasm.numThreads = threads;
   ort.env.logLevel = 'error';
   const t0 = performance.now();
@@ -74,9 +75,8 @@ async function bench(ort, load, { promptTokens: P, newTokens: N, threads, kvDims
   const nextPast = (out) => Object.fromEntries(pastNames.map((n) => [n, out[n.replace('past_', 'present_')]]));
   const empty = Object.fromEntries(pastNames.map((n) => [n, new ort.Tensor('float32', new Float32Array(0), [1, kvDims[0], 0, kvDims[1]])]));
 
-  const ids = Array.from({ length: P }, (_, i) => (1000 + 37 * i) % 32768);
   const t2 = performance.now();
-  let out = await session.run(feeds(ids, 0, empty));
+  let out = await session.run(feeds(prompt, 0, empty));
   const first = argmax(out.logits.data);
   const t3 = performance.now();
   let tok = first;
@@ -150,7 +150,7 @@ window.benchReady = true;
 }
 
 const o = parseArgs(process.argv.slice(2));
-const params = { promptTokens: o.promptTokens, newTokens: o.newTokens, threads: o.threads, kvDims: kvDimsFromConfig(o.model) };
+const params = { prompt: benchPrompt(o.promptTokens, 32768), newTokens: o.newTokens, threads: o.threads, kvDims: kvDimsFromConfig(o.model) };
 const r = o.where === 'chromium' ? await runChromium(o, params) : await runNode(o, params);
 const r2 = (x) => Math.round(x * 100) / 100;
 const model = o.model ? basename(o.model.replace(/\/+$/, '')) : basename(o.onnx).replace(/\.onnx$/, '');
