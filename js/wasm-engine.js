@@ -318,11 +318,6 @@ export class WasmSession extends CObject {
     return this.engine.mod._doge_session_pos(this.handle);
   }
 
-  /** Keys held in the KV cache (= pos unless the bounded cache evicted some). */
-  get cached() {
-    return this.engine.mod._doge_session_cached(this.handle);
-  }
-
   /** Switches the bounded cache (doge.h doge_session_set_bounded) on an empty session. */
   setBounded(on) {
     const status = this.engine.mod._doge_session_set_bounded(this.handle, on ? 1 : 0, this.engine.errPtr);
