@@ -350,7 +350,7 @@ static void swiglu_task(void *ctx, int begin, int end, int thread) {
     const LayerJob *job = ctx;
     DogeSession *s = job->s;
     const size_t I = (size_t)s->m->cfg.intermediate_size;
-    for (size_t i = (size_t)begin * I; i < (size_t)end * I; i++) s->gate[i] = k_silu(s->gate[i]) * s->up[i];
+    k_swiglu(s->gate + (size_t)begin * I, s->up + (size_t)begin * I, (size_t)(end - begin) * I);
 }
 
 /* One work item = (query row i, bias row b): pick the keys the dynamic mask keeps, then attend with the

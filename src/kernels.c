@@ -45,32 +45,83 @@ void k_axpy(float *y, float a, const float *x, int n) {
 
 float k_dot(const float *a, const float *b, int n) { return dot_impl(a, b, n); }
 
+#ifdef __wasm_simd128__
+/* [sum a, sum b, sum c, sum d] of four f32x4 vectors, each summed as (l0 + l2) + (l1 + l3) */
+static inline v128_t sum4x4_f32(v128_t a, v128_t b, v128_t c, v128_t d) {
+    const v128_t ab = wasm_f32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+    const v128_t cd = wasm_f32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+    return wasm_f32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
+}
+#endif
+
+#define KEYS_PER_TILE 8
+/* scores[t] = sum_i q[i] K[keys[t]][i] for t < n, KEYS_PER_TILE keys at a time (independent sums keep the
+ * adder busy): each key summed in 4 lanes, then (l0 + l2) + (l1 + l3), then the hd % 4 tail in order. */
+static void key_dots(float *scores, const float *q, const float *K, const int *keys, int n, int hd) {
+    const int hd4 = hd / 4 * 4;
+    for (int t = 0; t < n; t += KEYS_PER_TILE) {
+        const float *k[KEYS_PER_TILE]; /* a short last tile repeats its last key; those sums are dropped */
+        for (int j = 0; j < KEYS_PER_TILE; j++) k[j] = K + (size_t)keys[t + j < n ? t + j : n - 1] * hd;
+        float sum[KEYS_PER_TILE];
+#ifdef __wasm_simd128__
+        v128_t a[KEYS_PER_TILE];
+        for (int j = 0; j < KEYS_PER_TILE; j++) a[j] = wasm_f32x4_splat(0.0f);
+        for (int i = 0; i < hd4; i += 4) {
+            const v128_t qi = wasm_v128_load(q + i);
+            for (int j = 0; j < KEYS_PER_TILE; j++) a[j] = wasm_f32x4_add(a[j], wasm_f32x4_mul(qi, wasm_v128_load(k[j] + i)));
+        }
+        for (int j = 0; j < KEYS_PER_TILE; j += 4) wasm_v128_store(sum + j, sum4x4_f32(a[j], a[j + 1], a[j + 2], a[j + 3]));
+#else
+        for (int j = 0; j < KEYS_PER_TILE; j++) {
+            float l[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int i = 0; i < hd4; i += 4)
+                for (int c = 0; c < 4; c++) l[c] += q[i + c] * k[j][i + c];
+            sum[j] = (l[0] + l[2]) + (l[1] + l[3]);
+        }
+#endif
+        for (int j = 0; j < KEYS_PER_TILE && t + j < n; j++) {
+            for (int i = hd4; i < hd; i++) sum[j] += q[i] * k[j][i];
+            scores[t + j] = sum[j];
+        }
+    }
+}
+
+/* o[i] = sum over t in order of p[t] V[keys[t]][i] (as k_axpy would add them), for the 4 * nacc columns from
+ * i0, held in registers across all keys; nacc <= 8 and constant where inlined. */
+static inline __attribute__((always_inline)) void weighted_values(float *o, const float *p, const float *V, const int *keys, int n,
+                                                                  int hd, int i0, int nacc) {
+#ifdef __wasm_simd128__
+    v128_t a[8];
+    for (int c = 0; c < nacc; c++) a[c] = wasm_f32x4_splat(0.0f);
+    for (int t = 0; t < n; t++) {
+        const float *vt = V + (size_t)keys[t] * hd + i0;
+        const v128_t pt = wasm_f32x4_splat(p[t]);
+        for (int c = 0; c < nacc; c++) a[c] = wasm_f32x4_add(a[c], wasm_f32x4_mul(pt, wasm_v128_load(vt + 4 * c)));
+    }
+    for (int c = 0; c < nacc; c++) wasm_v128_store(o + i0 + 4 * c, a[c]);
+#else
+    for (int i = i0; i < i0 + 4 * nacc; i++) {
+        float a = 0.0f;
+        for (int t = 0; t < n; t++) a += p[t] * V[(size_t)keys[t] * hd + i];
+        o[i] = a;
+    }
+#endif
+}
+
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
               int hd, float scale, float *scores) {
-    for (int t = 0; t < n; t++) {
-        const float *kt = K + (size_t)keys[t] * hd;
-        for (int r = 0; r < R; r++) scores[(size_t)r * n + t] = dot_impl(q + (size_t)r * hd, kt, hd) * scale + bias[keys[t]];
+    for (int r = 0; r < R; r++) {
+        float *sr = scores + (size_t)r * n;
+        key_dots(sr, q + (size_t)r * hd, K, keys, n, hd);
+        for (int t = 0; t < n; t++) sr[t] = sr[t] * scale + bias[keys[t]];
+        k_softmax(sr, n);
     }
-    for (int r = 0; r < R; r++) k_softmax(scores + (size_t)r * n, n);
-    /* o[r][i] = sum over t in order of p[r][t] V[t][i], as k_axpy would add them, 8 columns at a time in
-     * registers rather than through memory once per key */
     for (int r = 0; r < R; r++) {
         const float *p = scores + (size_t)r * n;
         float *orow = o + (size_t)r * hd;
         int i = 0;
-#ifdef __wasm_simd128__
-        for (; i + 8 <= hd; i += 8) {
-            v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0;
-            for (int t = 0; t < n; t++) {
-                const float *vt = V + (size_t)keys[t] * hd + i;
-                const v128_t pt = wasm_f32x4_splat(p[t]);
-                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(pt, wasm_v128_load(vt)));
-                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(pt, wasm_v128_load(vt + 4)));
-            }
-            wasm_v128_store(orow + i, a0);
-            wasm_v128_store(orow + i + 4, a1);
-        }
-#endif
+        for (; i + 32 <= hd; i += 32) weighted_values(orow, p, V, keys, n, hd, i, 8); /* 8 independent sums per key */
+        for (; i + 4 <= hd; i += 4) weighted_values(orow, p, V, keys, n, hd, i, 1);
         for (; i < hd; i++) {
             float a = 0.0f;
             for (int t = 0; t < n; t++) a += p[t] * V[(size_t)keys[t] * hd + i];
@@ -85,7 +136,7 @@ int k_argmax(const float *x, int n) {
 #ifdef __wasm_simd128__
     if (n >= 8) {
         v128_t m = wasm_v128_load(x);
-        for (i = 4; i + 4 <= n; i += 4) m = wasm_f32x4_max(m, wasm_v128_load(x + i));
+        for (i = 4; i + 4 <= n; i += 4) m = wasm_f32x4_pmax(m, wasm_v128_load(x + i));
         float lanes[4];
         wasm_v128_store(lanes, m);
         for (int l = 0; l < 4; l++) mx = lanes[l] > mx ? lanes[l] : mx;
@@ -118,11 +169,11 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
  * rows sit side by side (k_q8_scale_index), so one vector multiply scales a group of 4 rows at once. */
 
 /* One group of Q8_GROUP values: returns d = absmax / 127 and sets q[i] = nearest(x[i] / d) in [-127, 127]. */
-static float quantize_group(const float *x, int32_t *q) {
+static float quantize_group(const float *x, int16_t *q) {
     float amax = 0.0f;
 #ifdef __wasm_simd128__
-    v128_t m = wasm_f32x4_abs(wasm_v128_load(x));
-    for (int i = 4; i < Q8_GROUP; i += 4) m = wasm_f32x4_max(m, wasm_f32x4_abs(wasm_v128_load(x + i)));
+    v128_t m = wasm_f32x4_abs(wasm_v128_load(x)); /* pmax: one x86 instruction, max: a NaN-aware sequence */
+    for (int i = 4; i < Q8_GROUP; i += 4) m = wasm_f32x4_pmax(m, wasm_f32x4_abs(wasm_v128_load(x + i)));
     float lanes[4];
     wasm_v128_store(lanes, m);
     for (int l = 0; l < 4; l++) amax = lanes[l] > amax ? lanes[l] : amax;
@@ -135,16 +186,19 @@ static float quantize_group(const float *x, int32_t *q) {
     const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
 #ifdef __wasm_simd128__
     const v128_t vid = wasm_f32x4_splat(id);
-    for (int i = 0; i < Q8_GROUP; i += 4)
-        wasm_v128_store(q + i, wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i), vid))));
+    for (int i = 0; i < Q8_GROUP; i += 8) {
+        const v128_t lo = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i), vid)));
+        const v128_t hi = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i + 4), vid)));
+        wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(lo, hi));
+    }
 #else
-    for (int i = 0; i < Q8_GROUP; i++) q[i] = (int32_t)nearbyintf(x[i] * id);
+    for (int i = 0; i < Q8_GROUP; i++) q[i] = (int16_t)nearbyintf(x[i] * id);
 #endif
     return d;
 }
 
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
-    int32_t t[Q8_GROUP];
+    int16_t t[Q8_GROUP];
     for (int g = 0; g < n / Q8_GROUP; g++) {
         d[k_q8_scale_index(row, g, n / Q8_GROUP)] = quantize_group(x + g * Q8_GROUP, t);
         for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int8_t)t[i];
@@ -152,36 +206,17 @@ void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
 }
 
 void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n) {
-    int32_t t[Q8_GROUP];
-    for (int g = 0; g < n / Q8_GROUP; g++) {
-        d[(size_t)g * d_stride] = quantize_group(x + g * Q8_GROUP, t);
-        for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int16_t)t[i];
-    }
+    for (int g = 0; g < n / Q8_GROUP; g++) d[(size_t)g * d_stride] = quantize_group(x + g * Q8_GROUP, q + g * Q8_GROUP);
 }
 
 #ifdef __wasm_simd128__
-/* One group of 32 weights widened to int16: four i16x8 vectors. */
-typedef struct {
-    v128_t v[4];
-} WideGroup;
-
-static inline WideGroup widen_group(const int8_t *w) {
-    const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 16);
-    return (WideGroup){{wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_low_i8x16(w1),
-                        wasm_i16x8_extend_high_i8x16(w1)}};
-}
-
-/* i32x4 partial sums of one group of 32 products w[i] x[i] */
-static inline v128_t wide_group_sum(const WideGroup *w, const int16_t *x) {
-    v128_t s = wasm_i32x4_dot_i16x8(w->v[0], wasm_v128_load(x));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[1], wasm_v128_load(x + 8)));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[2], wasm_v128_load(x + 16)));
-    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(w->v[3], wasm_v128_load(x + 24)));
-}
-
+/* i32x4 partial sums of one group of 32 products w[i] x[i], the weights widened to int16 */
 static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
-    const WideGroup wg = widen_group(w);
-    return wide_group_sum(&wg, x);
+    const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 16);
+    v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(x));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(x + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(x + 16)));
+    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(x + 24)));
 }
 
 /* [sum a, sum b, sum c, sum d] of four i32x4 vectors (exact: integers) */
@@ -208,9 +243,13 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
         const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[(size_t)g * xd_stride]));
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
     }
-    float r[4];
-    wasm_v128_store(r, acc);
-    for (int k = 0; k < rows; k++) out[k] = r[k];
+    if (rows == 4) {
+        wasm_v128_store(out, acc);
+    } else {
+        float r[4];
+        wasm_v128_store(r, acc);
+        for (int k = 0; k < rows; k++) out[k] = r[k];
+    }
 #else
     for (int k = 0; k < rows; k++) {
         const int8_t *wk = w + (size_t)k * in;
@@ -226,21 +265,35 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
 }
 
 #ifdef __wasm_simd128__
-/* One weight row w[in] against 4 consecutive tokens xq[4][in] (prefill): each group of the row is widened once
- * and meets the 4 tokens; the 4 group sums are scaled with one vector. Same sums, same bits as dot_q8_block. */
-static void tile_q8_row_4_tokens(float *out, const int16_t *xq, const float *xd, int xd_stride, const int8_t *w, const float *wd,
-                                 size_t row, int in) {
+/* Two weight rows w0[in], w1[in] against 4 consecutive tokens xq[4][in] (prefill): out[r][t]. Each 8 weights
+ * are widened once and each 8 activations loaded once for 8 (row, token) pairs; the 4 token sums of a row
+ * are scaled with one vector. The same integer group sums and float order, so the same bits as dot_q8_block. */
+static void tile_q8_2_rows_4_tokens(float out[2][4], const int16_t *xq, const float *xd, int xd_stride, const int8_t *w0,
+                                    const int8_t *w1, const float *wd, size_t row0, size_t row1, int in) {
     const int G = in / Q8_GROUP;
-    v128_t acc = wasm_f32x4_splat(0.0f);
+    v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
     for (int g = 0; g < G; g++) {
-        const WideGroup wg = widen_group(w + g * Q8_GROUP);
-        v128_t st[4];
-        for (int t = 0; t < 4; t++) st[t] = wide_group_sum(&wg, xq + (size_t)t * in + g * Q8_GROUP);
-        const v128_t isum = sum4x4(st[0], st[1], st[2], st[3]);
-        const v128_t scale = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row, g, G)]), wasm_v128_load(xd + (size_t)g * xd_stride));
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
+        v128_t s0[4], s1[4]; /* [token] i32x4 partial sums of rows 0 and 1 */
+        for (int t = 0; t < 4; t++) s0[t] = s1[t] = wasm_i32x4_splat(0);
+        for (int h = 0; h < Q8_GROUP; h += 16) {
+            const v128_t a = wasm_v128_load(w0 + g * Q8_GROUP + h), b = wasm_v128_load(w1 + g * Q8_GROUP + h);
+            const v128_t a_lo = wasm_i16x8_extend_low_i8x16(a), a_hi = wasm_i16x8_extend_high_i8x16(a);
+            const v128_t b_lo = wasm_i16x8_extend_low_i8x16(b), b_hi = wasm_i16x8_extend_high_i8x16(b);
+            for (int t = 0; t < 4; t++) {
+                const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP + h;
+                const v128_t x_lo = wasm_v128_load(x), x_hi = wasm_v128_load(x + 8);
+                s0[t] = wasm_i32x4_add(s0[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(a_lo, x_lo), wasm_i32x4_dot_i16x8(a_hi, x_hi)));
+                s1[t] = wasm_i32x4_add(s1[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(b_lo, x_lo), wasm_i32x4_dot_i16x8(b_hi, x_hi)));
+            }
+        }
+        const v128_t xdv = wasm_v128_load(xd + (size_t)g * xd_stride);
+        const v128_t scale0 = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row0, g, G)]), xdv);
+        const v128_t scale1 = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row1, g, G)]), xdv);
+        acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sum4x4(s0[0], s0[1], s0[2], s0[3])), scale0));
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sum4x4(s1[0], s1[1], s1[2], s1[3])), scale1));
     }
-    wasm_v128_store(out, acc);
+    wasm_v128_store(out[0], acc0);
+    wasm_v128_store(out[1], acc1);
 }
 #endif
 
@@ -249,21 +302,25 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
     const int G = in / Q8_GROUP;
     int s0 = 0;
 #ifdef __wasm_simd128__
-    for (int o = o0; o < o1; o++) /* 4 tokens at a time; the row stays in L1 */
+    for (int o = o0; o < o1; o += 2) { /* 2 rows x 4 tokens at a time; the rows stay in L1 */
+        const int o_next = o + 1 < o1 ? o + 1 : o; /* an odd last row is done twice, its copy dropped */
         for (int s = 0; s + 4 <= S; s += 4) {
-            float r[4];
-            tile_q8_row_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd, (size_t)o, in);
-            for (int t = 0; t < 4; t++) y[(size_t)(s + t) * out + o] = b ? r[t] + b[o] : r[t];
+            float r[2][4];
+            tile_q8_2_rows_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wq + (size_t)o_next * in, wd, (size_t)o,
+                                    (size_t)o_next, in);
+            for (int k = 0; k <= o_next - o; k++)
+                for (int t = 0; t < 4; t++) y[(size_t)(s + t) * out + o + k] = b ? r[k][t] + b[o + k] : r[k][t];
         }
+    }
     s0 = S / 4 * 4;
 #endif
     for (int o = o0; o < o1; o += 4) { /* the tokens left, 4 rows at a time */
         const int rows = o1 - o < 4 ? o1 - o : 4;
         for (int s = s0; s < S; s++) {
-            float r[4];
-            dot_q8_block(r, rows, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
             float *ys = y + (size_t)s * out + o;
-            for (int k = 0; k < rows; k++) ys[k] = b ? r[k] + b[o + k] : r[k];
+            dot_q8_block(ys, rows, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
+            if (b)
+                for (int k = 0; k < rows; k++) ys[k] += b[o + k];
         }
     }
 }
@@ -286,18 +343,91 @@ void k_residual(float *y, const float *r, const float *h, int n) {
     for (; i < n; i++) y[i] = r[i] * y[i] + h[i];
 }
 
+/* ---- exp ------------------------------------------------------------------------------------------
+ * e^x = 2^n e^r with n = nearest(x / ln2) and r = x - n ln2 (ln2 split in two, Cody-Waite, exact without
+ * FMA); e^r by Cephes' expf polynomial (about 1 ulp); 2^n applied as two exact power-of-two factors so that
+ * overflow (inf) and underflow (subnormals, 0) come out as from expf. The scalar and SIMD paths do the same
+ * operations in the same order: the same bits in every build. NaN stays NaN. */
+/* Cephes' expf polynomial, highest degree first: e^r ~ 1 + r + r^2 (C0 r^5 + ... + C5) */
+static const float EXP_C[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                               5.0000001201e-1f};
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO -2.12194440e-4f
+
+static inline float pow2i(int k) { /* 2^k for k in [-126, 127] */
+    const uint32_t bits = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+float k_exp(float x) {
+    x = x > 89.0f ? 89.0f : x; /* beyond these e^x is inf or 0 anyway; n then fits the two factors */
+    x = x < -104.0f ? -104.0f : x;
+    const float z = nearbyintf(x * EXP_LOG2E);
+    const float r = (x - z * EXP_LN2_HI) - z * EXP_LN2_LO;
+    float p = EXP_C[0];
+    for (int k = 1; k < 6; k++) p = p * r + EXP_C[k];
+    p = (p * (r * r) + r) + 1.0f;
+    const int n = (int)z, n1 = n >> 1;
+    return p * pow2i(n1) * pow2i(n - n1);
+}
+
+#ifdef __wasm_simd128__
+static inline v128_t exp4(v128_t x) {
+    x = wasm_f32x4_pmin(x, wasm_f32x4_splat(89.0f));
+    x = wasm_f32x4_pmax(x, wasm_f32x4_splat(-104.0f));
+    const v128_t z = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(EXP_LOG2E)));
+    const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_HI))),
+                                    wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_LO)));
+    v128_t p = wasm_f32x4_splat(EXP_C[0]);
+    for (int k = 1; k < 6; k++) p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(EXP_C[k]));
+    p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r), wasm_f32x4_splat(1.0f));
+    const v128_t n = wasm_i32x4_trunc_sat_f32x4(z), n1 = wasm_i32x4_shr(n, 1), bias = wasm_i32x4_splat(127);
+    const v128_t f1 = wasm_i32x4_shl(wasm_i32x4_add(n1, bias), 23), f2 = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_sub(n, n1), bias), 23);
+    return wasm_f32x4_mul(wasm_f32x4_mul(p, f1), f2);
+}
+#endif
+
 void k_softmax(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
+    /* the sum in 4 interleaved lanes, as the SIMD path adds them */
+    float lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    int i = 0;
+#ifdef __wasm_simd128__
+    const v128_t vmx = wasm_f32x4_splat(mx);
+    v128_t vsum = wasm_f32x4_splat(0.0f);
+    for (; i + 4 <= n; i += 4) {
+        const v128_t e = exp4(wasm_f32x4_sub(wasm_v128_load(x + i), vmx));
+        wasm_v128_store(x + i, e);
+        vsum = wasm_f32x4_add(vsum, e);
     }
-    for (int i = 0; i < n; i++) x[i] /= sum;
+    wasm_v128_store(lane, vsum);
+#else
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++) lane[l] += x[i + l] = k_exp(x[i + l] - mx);
+#endif
+    float sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    for (; i < n; i++) sum += x[i] = k_exp(x[i] - mx);
+    for (i = 0; i < n; i++) x[i] /= sum;
 }
 
-float k_silu(float x) { return x / (1.0f + expf(-x)); }
+float k_silu(float x) { return x / (1.0f + k_exp(-x)); }
+
+void k_swiglu(float *gate, const float *up, size_t n) {
+    size_t i = 0;
+#ifdef __wasm_simd128__
+    const v128_t one = wasm_f32x4_splat(1.0f);
+    for (; i + 4 <= n; i += 4) {
+        const v128_t g = wasm_v128_load(gate + i);
+        const v128_t silu = wasm_f32x4_div(g, wasm_f32x4_add(one, exp4(wasm_f32x4_neg(g))));
+        wasm_v128_store(gate + i, wasm_f32x4_mul(silu, wasm_v128_load(up + i)));
+    }
+#endif
+    for (; i < n; i++) gate[i] = k_silu(gate[i]) * up[i];
+}
 
 /* PyTorch's F.softplus(beta=1, threshold=20). */
 float k_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }

@@ -35,15 +35,20 @@ void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* y = r * y + h elementwise (the learnable residual: two roundings, multiply then add). */
 void k_residual(float *y, const float *r, const float *h, int n);
 /* Attention of R query heads q[R][hd] that share one kv head, over the n cached keys keys[0..n):
- * o[r] = sum_t softmax_t(k_dot(q[r], K[keys[t]]) * scale + bias[keys[t]]) V[keys[t]]; scores: [R][n] scratch.
- * The same sums as k_dot, k_softmax and k_axpy one by one, without a call per key. */
+ * o[r] = sum_t softmax_t(q[r] . K[keys[t]] * scale + bias[keys[t]]) V[keys[t]]; scores: [R][n] scratch.
+ * The same bits in every build; the values are summed over keys in order, as k_axpy one by one would. */
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
               int hd, float scale, float *scores);
 /* Index of the first maximum of x[0..n) (torch.argmax for finite values). */
 int k_argmax(const float *x, int n);
+/* e^x to about 1 ulp, the same bits in every build (the SIMD lanes of k_softmax and k_swiglu use it too). */
+float k_exp(float x);
 /* In-place softmax over n values (fp32). */
 void k_softmax(float *x, int n);
+/* x * sigmoid(x) = x / (1 + e^-x) */
 float k_silu(float x);
+/* gate[i] = silu(gate[i]) * up[i] */
+void k_swiglu(float *gate, const float *up, size_t n);
 float k_softplus(float x);
 /* Half-split ("rotate_half") rotary embedding on one head of size hd with cos/sin tables of hd/2. */
 void k_rope(float *x, const float *cos, const float *sin, int hd);

@@ -1,5 +1,5 @@
 /* Unit tests of the C core's pure pieces: the JSON reader, fp16/bf16 conversion (exhaustive) and the
- * dynamic-mask top-k selection with ties. The core's sources are included so static helpers are testable. */
+ * dynamic-mask top-k selection with ties, the exponential. The core's sources are included so static helpers are testable. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,11 +106,38 @@ static void test_select_top(void) {
     }
 }
 
+/* k_exp against the double-precision exponential: within 2 ulp where the result is normal, and expf's
+ * behaviour at the edges (overflow to inf, underflow to subnormals and 0, NaN stays NaN). */
+static void test_exp(void) {
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    for (float x = -87.0f; x < 88.7f; x += 0.000731f) {
+        const double want = exp((double)x), got = k_exp(x);
+        const double ulp = ldexp(1.0, ilogb(want) - 23), err = fabs(got - want) / ulp;
+        if (err > worst) {
+            worst = err;
+            worst_x = x;
+        }
+    }
+    CHECK(worst <= 2.0, "k_exp is %.2f ulp off at %g", worst, worst_x);
+    CHECK(k_exp(0.0f) == 1.0f, "k_exp(0) = %g", k_exp(0.0f));
+    CHECK(isinf(k_exp(88.8f)) && isinf(k_exp(INFINITY)), "no overflow to inf");
+    CHECK(k_exp(88.7f) > 3.0e38f && !isinf(k_exp(88.7f)), "k_exp(88.7) = %g", k_exp(88.7f));
+    CHECK(k_exp(-100.0f) > 0.0f && fabs(k_exp(-100.0f) - expf(-100.0f)) <= 1e-45f, "k_exp(-100) = %g", k_exp(-100.0f));
+    CHECK(k_exp(-104.0f) == 0.0f && k_exp(-INFINITY) == 0.0f, "no underflow to 0");
+    CHECK(isnan(k_exp(NAN)), "NaN lost");
+    float x[7] = {1.0f, 2.0f, 3.0f, -1.0f, 0.5f, 0.25f, -INFINITY}, sum = 0.0f;
+    k_softmax(x, 7);
+    for (int i = 0; i < 7; i++) sum += x[i];
+    CHECK(fabsf(sum - 1.0f) < 1e-6f && x[6] == 0.0f && x[2] > x[1], "softmax: sum %g", sum);
+}
+
 int main(void) {
     test_json_valid();
     test_json_invalid();
     test_half_conversions();
     test_select_top();
+    test_exp();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
