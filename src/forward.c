@@ -219,6 +219,13 @@ static void matmul_task(void *ctx, int begin, int end, int thread) {
     }
 }
 
+/* One work item = token t: its activations quantized for an int8 matmul (xq[t], xd[g][t]). */
+static void quantize_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const MatmulJob *j = ctx;
+    for (int t = begin; t < end; t++) k_quantize_q8_wide(j->s->xq + (size_t)t * j->in, j->s->xd + t, j->S, j->x + (size_t)t * j->in, j->in);
+}
+
 /* Below this many multiply-adds a matmul runs on the calling thread: waking the others costs more. */
 #define PARALLEL_MIN_MACS (1L << 16)
 
@@ -235,10 +242,9 @@ static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const 
         int8 |= outs[i].w->q != NULL;
     }
     if (int8) {
-        for (int t = 0; t < S; t++)
-            k_quantize_q8_wide(s->xq + (size_t)t * in, s->xd + t, S, x + (size_t)t * in, in);
         j.xq = s->xq;
         j.xd = s->xd;
+        pool_run(s->pool, quantize_task, &j, S);
     }
     if (macs < PARALLEL_MIN_MACS) matmul_task(&j, 0, j.blocks[n], 0);
     else pool_run(s->pool, matmul_task, &j, j.blocks[n]);
@@ -308,7 +314,28 @@ typedef struct {
     int layer;
     int P, U, S; /* position of the first token of this call, cache slots used before it, tokens in this call */
     int heads_per_item; /* attention: query heads per work item (all heads of a bias row, or 1 to split them) */
+    const float *residual, *norm; /* residual_norm_task: residual weights [D] and RMSNorm weights [D], or NULL */
 } LayerJob;
+
+/* One work item = token t: x[t] = residual * x[t] + proj[t] (the learnable residual), then xn[t] = rmsnorm(x[t]);
+ * either step is skipped when its weights are NULL. */
+static void residual_norm_task(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const LayerJob *job = ctx;
+    DogeSession *s = job->s;
+    const DogeConfig *c = &s->m->cfg;
+    const size_t D = (size_t)c->hidden_size;
+    for (int t = begin; t < end; t++) {
+        if (job->residual) k_residual(s->x + t * D, job->residual, s->proj + t * D, (int)D);
+        if (job->norm) k_rmsnorm(s->xn + t * D, s->x + t * D, job->norm, (int)D, c->rms_norm_eps);
+    }
+}
+
+static void residual_norm(LayerJob *job, const float *residual, const float *norm) {
+    job->residual = residual;
+    job->norm = norm;
+    pool_run(job->s->pool, residual_norm_task, job, job->S);
+}
 
 /* One work item = token t of this call: q/k RMSNorm and RoPE, the new key and value into the cache, and the
  * key's dynamic-mask bias exp(A[b] * softplus(dt_proj(v_t)[b])) (v_t flattened [KV*hd]). */
@@ -694,24 +721,21 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the
      * bias row's key selection is repeated per head; the sums are the same). */
     const int heads_per_row = heads_per_bias_row(m);
-    LayerJob job = {s, 0, P, U, S, S * m->bias_rows < 2 * doge_session_threads(s) ? 1 : heads_per_row};
+    LayerJob job = {s, 0, P, U, S, S * m->bias_rows < 2 * doge_session_threads(s) ? 1 : heads_per_row, NULL, NULL};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
         job.layer = l;
 
         /* ---- sequence transformation: x = input_residual * x + attn(rmsnorm(x)) ---- */
-        for (int t = 0; t < S; t++)
-            k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->input_layernorm, D, c->rms_norm_eps);
+        residual_norm(&job, NULL, ly->input_layernorm);
         const MatmulOut qkv[3] = {{s->q, &ly->wq, ly->bq, (int)Hq}, {s->k, &ly->wk, ly->bk, (int)Hkv}, {s->v, &ly->wv, ly->bv, (int)Hkv}};
         matmuls(s, s->xn, S, D, 3, qkv);
         pool_run(s->pool, new_keys_task, &job, S);
         pool_run(s->pool, attention_task, &job, S * m->bias_rows * (heads_per_row / job.heads_per_item));
         matmul_w(s, s->proj, s->att, &ly->wo, ly->bo, S, (int)Hq, D);
-        for (int t = 0; t < S; t++) k_residual(s->x + (size_t)t * D, ly->input_residual, s->proj + (size_t)t * D, D);
 
         /* ---- state transformation: x = post_attention_residual * x + mlp(rmsnorm(x)) ---- */
-        for (int t = 0; t < S; t++)
-            k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)t * D, ly->post_attention_layernorm, D, c->rms_norm_eps);
+        residual_norm(&job, ly->input_residual, ly->post_attention_layernorm);
         const MatmulOut gate_up[2] = {{s->gate, &ly->w_gate, ly->b_gate, I}, {s->up, &ly->w_up, ly->b_up, I}};
         matmuls(s, s->xn, S, D, 2, gate_up);
         pool_run(s->pool, swiglu_task, &job, S);
@@ -720,8 +744,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
             matmul(s, s->router, s->xn, ly->w_router, ly->b_router, S, D, 2 * c->num_keys);
             pool_run(s->pool, moe_task, &job, S);
         }
-        for (int t = 0; t < S; t++)
-            k_residual(s->x + (size_t)t * D, ly->post_attention_residual, s->proj + (size_t)t * D, D);
+        residual_norm(&job, ly->post_attention_residual, NULL);
     }
     s->pos = P + S;
     s->used = U + S;
