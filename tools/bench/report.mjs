@@ -62,6 +62,12 @@ export function renderMarkdown(results) {
     `(tools/bench/make_checkpoint.mjs); prompt 256 token ids, 128 greedy new tokens. Written by \`make bench\`.\n\n`;
   md += '## Targets (doge-20m, issue #6)\n\n| target | measured | wanted | met |\n|---|---|---|---|\n';
   for (const [what, got, want, ok] of targets(results)) md += `| ${what} | ${fmt(got, 2)}x | >= ${want}x | ${ok === null ? 'not measured' : ok ? 'yes' : '**no**'} |\n`;
+  const par = results.parallel;
+  if (par && !par.error) {
+    md += `\nThe 2-thread targets assume two free cores. On this machine two single-thread doge-wasm processes at once ` +
+      `get ${fmt(par.prefill_scaling, 2)}x the prefill and ${fmt(par.decode_scaling, 2)}x the decode throughput of one alone ` +
+      `(2.00x = two independent cores): the ceiling for any 2-thread speed-up here.\n`;
+  }
   for (const model of models) {
     md += `\n## ${model}\n\n| runtime | decode tok/s | prefill tok/s | first token ms | load ms | decode runs |\n|---|---|---|---|---|---|\n`;
     for (const r of results.runs.filter((x) => x.model === model && !x.long)) {

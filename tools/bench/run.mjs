@@ -3,7 +3,7 @@
 // bench/results.json (every measurement), bench/RESULTS.md (tables, the targets of issue #6 as ratios) and
 // bench/decode.svg (decode speed per runtime), and prints each measurement as it comes.
 //   node tools/bench/run.mjs [--models doge-20m,doge-60m] [--repeat 3] [--long-tokens 20000] [--only ours|peers] [--render-only]
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -117,6 +117,29 @@ function longRuns(model) {
       '--prompt-tokens', '16', '--new-tokens', String(n)]]), 1);
 }
 
+/** What two cores give on this machine: two single-thread int8 benches at once, each against one alone (2.0 = two
+ * free cores; vCPUs that share a physical core or a busy host give less). Bounds what 2 threads can reach. */
+async function parallelCeiling(model) {
+  const args = ['js/cli.js', 'bench', '--json', '--model', `build/bench/models/${model}`, '--weights', 'int8', '--build', 'single'];
+  const once = () => new Promise((resolve) => execFile('node', args, { cwd: root }, (err, stdout) => {
+    try {
+      resolve(err ? null : JSON.parse(stdout.trim().split('\n').pop()));
+    } catch {
+      resolve(null);
+    }
+  }));
+  const alone = [], pair = [];
+  for (let i = 0; i < REPEAT; i++) {
+    alone.push(await once());
+    pair.push(...(await Promise.all([once(), once()])));
+  }
+  if ([...alone, ...pair].some((r) => !r)) return { label: 'two processes at once', model, error: 'a bench run failed' };
+  const ratio = (key) => +(2 * median(pair.map((r) => r[key])) / median(alone.map((r) => r[key]))).toFixed(2);
+  const entry = { label: 'two processes at once', model, prefill_scaling: ratio('prefill_tok_s'), decode_scaling: ratio('decode_tok_s') };
+  console.log(JSON.stringify(entry));
+  return entry;
+}
+
 if (values['render-only']) { // the report again from bench/results.json
   const results = JSON.parse(readFileSync(`${root}bench/results.json`, 'utf8'));
   writeFileSync(`${root}bench/RESULTS.md`, renderMarkdown(results));
@@ -128,7 +151,10 @@ const results = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: 
 for (const model of values.models.split(',')) {
   prepare(model);
   results.runs.push(...measureAll(model, configs(model)));
-  if (model === 'doge-20m' && values.only !== 'peers') results.runs.push(...longRuns(model).map((r) => ({ ...r, long: true })));
+  if (model === 'doge-20m' && values.only !== 'peers') {
+    results.runs.push(...longRuns(model).map((r) => ({ ...r, long: true })));
+    results.parallel = await parallelCeiling(model);
+  }
 }
 mkdirSync(`${root}bench`, { recursive: true });
 writeFileSync(`${root}bench/results.json`, JSON.stringify(results, null, 1) + '\n');
