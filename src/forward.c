@@ -7,12 +7,67 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 #include "model.h"
 #include "pool.h"
 
 #define DOGE_PI 3.14159265358979323846 /* Python math.pi */
+
+/* Decoding on all threads loses when another process holds a core: a worker descheduled while it holds a
+ * claimed chunk stalls the whole step. So the session times DECODE_PROBE_STEPS generation steps of one token on
+ * one thread and as many on all of them, then uses the faster until the next probe. Probes come every 64 steps,
+ * and twice as far apart (up to 1024) each time the choice stays the same. Results do not depend on the
+ * thread count. */
+#define DECODE_PROBE_STEPS 4
+#define DECODE_PROBE_MIN_PERIOD 64
+#define DECODE_PROBE_MAX_PERIOD 1024
+typedef struct {
+    long step;    /* one-token steps so far */
+    long start;   /* the step the current period began with (a probe first) */
+    long period;  /* its length in steps (0 before the first) */
+    double ms[2]; /* this probe's time on one thread, on all */
+    int use_all;  /* the last probe's choice */
+} DecodeProbe;
+
+/* Where the next step falls in its period: 0 starts a new one. */
+static long decode_probe_offset(const DecodeProbe *p) {
+    const long k = p->step - p->start;
+    return p->period == 0 || k >= p->period ? 0 : k;
+}
+
+/* The number of threads (1 or all) for the next one-token step. */
+static int decode_probe_threads(const DecodeProbe *p, int all) {
+    const long k = decode_probe_offset(p);
+    if (k < DECODE_PROBE_STEPS) return 1;
+    if (k < 2 * DECODE_PROBE_STEPS) return all;
+    return p->use_all ? all : 1;
+}
+
+/* Records how long that step took. */
+static void decode_probe_record(DecodeProbe *p, double ms) {
+    const long k = decode_probe_offset(p);
+    if (k == 0) {
+        p->start = p->step;
+        p->ms[0] = p->ms[1] = 0.0;
+        if (p->period == 0) p->period = DECODE_PROBE_MIN_PERIOD;
+    }
+    if (k < 2 * DECODE_PROBE_STEPS) p->ms[k / DECODE_PROBE_STEPS] += ms;
+    if (k == 2 * DECODE_PROBE_STEPS - 1) {
+        const int use_all = p->ms[1] <= p->ms[0];
+        const int same = p->start > 0 && use_all == p->use_all;
+        p->period = same ? (p->period * 2 < DECODE_PROBE_MAX_PERIOD ? p->period * 2 : DECODE_PROBE_MAX_PERIOD) : DECODE_PROBE_MIN_PERIOD;
+        p->use_all = use_all;
+    }
+    p->step++;
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
 
 struct DogeSession {
     const DogeModel *m;
@@ -50,6 +105,7 @@ struct DogeSession {
     /* per-thread scratch */
     size_t scratch_words;
     float *scratch;       /* [threads][scratch_words] */
+    DecodeProbe probe;    /* thread count of generation steps (doge_session_next) */
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -775,7 +831,14 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
         doge_set_error(err, DOGE_ERR_INPUT, "generation needs a causal LM, this is a sequence classifier");
         return err->code;
     }
+    const int all = pool_threads(s->pool), probing = n == 1 && all > 1;
+    if (probing) pool_set_active(s->pool, decode_probe_threads(&s->probe, all));
+    const double t0 = probing ? now_ms() : 0.0;
     int rc = doge_forward(s, ids, n, s->logits, DOGE_LOGITS_LAST, err);
+    if (probing) {
+        decode_probe_record(&s->probe, now_ms() - t0);
+        pool_set_active(s->pool, all); /* prompts and other calls use every thread */
+    }
     if (rc != DOGE_OK) return rc;
     *token = doge_sampler_sample(sp, s->logits, NULL);
     return DOGE_OK;

@@ -27,6 +27,7 @@ typedef struct {
 
 struct Pool {
     int n_threads; /* including the caller */
+    int active;    /* threads that take part in pool_run (pool_set_active) */
 #ifndef DOGE_NO_THREADS
     pthread_t *workers;
     pthread_mutex_t mu;
@@ -139,17 +140,18 @@ Pool *pool_new(int n_threads) {
 #else
     (void)n_threads;
 #endif
+    p->active = p->n_threads;
     return p;
 }
 
 void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
     if (n_items <= 0) return;
 #ifndef DOGE_NO_THREADS
-    if (p->n_threads > 1 && n_items > 1) {
+    if (p->active > 1 && n_items > 1) {
         const unsigned long gen = atomic_load(&p->generation) + 1;
         Job *j = &p->job[gen & 1];
         /* about 4 chunks per thread: balance without a claim per item */
-        const int chunk = (n_items + 4 * p->n_threads - 1) / (4 * p->n_threads);
+        const int chunk = (n_items + 4 * p->active - 1) / (4 * p->active);
         atomic_store_explicit(&j->fn, fn, memory_order_relaxed);
         atomic_store_explicit(&j->ctx, ctx, memory_order_relaxed);
         atomic_store_explicit(&j->n_items, n_items, memory_order_relaxed);
@@ -182,6 +184,8 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
 }
 
 int pool_threads(const Pool *p) { return p->n_threads; }
+
+void pool_set_active(Pool *p, int n) { p->active = n < 1 ? 1 : n > p->n_threads ? p->n_threads : n; }
 
 void pool_free(Pool *p) {
     if (!p) return;

@@ -12,7 +12,10 @@ Pool *pool_new(int n_threads);
 /* Runs fn over [0, n_items) in chunks that the threads claim as they come (the caller included); returns
  * when all are done. */
 void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
+/* Threads in the pool (the caller included). */
 int pool_threads(const Pool *p);
+/* How many of them take part in the next pool_run calls (1..pool_threads; 1 runs work on the caller alone). */
+void pool_set_active(Pool *p, int n);
 void pool_free(Pool *p);
 
 #endif

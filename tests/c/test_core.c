@@ -1,5 +1,6 @@
-/* Unit tests of the C core's pure pieces: the JSON reader, fp16/bf16 conversion (exhaustive) and the
- * dynamic-mask top-k selection with ties, the exponential. The core's sources are included so static helpers are testable. */
+/* Unit tests of the C core's pure pieces: the JSON reader, fp16/bf16 conversion (exhaustive), the dynamic-mask
+ * top-k selection with ties, the exponential and the decode thread probe. The core's sources are included so
+ * static helpers are testable. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,12 +133,36 @@ static void test_exp(void) {
     CHECK(fabsf(sum - 1.0f) < 1e-6f && x[6] == 0.0f && x[2] > x[1], "softmax: sum %g", sum);
 }
 
+/* The decode thread probe: it times steps on one thread and on all, keeps the faster, probes again after a
+ * period that doubles while the choice holds and shrinks back when it changes. */
+static void test_decode_probe(void) {
+    DecodeProbe p = {0};
+    const int all = 4;
+    long probes = 0, wrong = 0, busy_from = 600, quiet_from = 2000;
+    for (long step = 0; step < 4000; step++) {
+        const int n = decode_probe_threads(&p, all);
+        const long k = decode_probe_offset(&p);
+        if (k == 0) probes++;
+        if (k < DECODE_PROBE_STEPS) CHECK(n == 1, "step %ld should probe one thread", step);
+        else if (k < 2 * DECODE_PROBE_STEPS) CHECK(n == all, "step %ld should probe all threads", step);
+        /* all threads are faster (2 ms vs 3 ms) except while a core is taken (5 ms vs 3 ms) */
+        const int busy = step >= busy_from && step < quiet_from;
+        if (k >= 2 * DECODE_PROBE_STEPS) wrong += n != (busy ? 1 : all);
+        decode_probe_record(&p, n == 1 ? 3.0 : busy ? 5.0 : 2.0);
+    }
+    /* a wrong choice lasts at most until the next probe, which comes at most DECODE_PROBE_MAX_PERIOD later */
+    CHECK(wrong > 0 && wrong <= 2 * DECODE_PROBE_MAX_PERIOD, "%ld steps on the slower choice", wrong);
+    CHECK(probes >= 4 && probes <= 4000 / DECODE_PROBE_MIN_PERIOD / 2, "%ld probes in 4000 steps", probes);
+    CHECK(p.period == DECODE_PROBE_MAX_PERIOD && p.use_all, "period %ld, use_all %d at the end", p.period, p.use_all);
+}
+
 int main(void) {
     test_json_valid();
     test_json_invalid();
     test_half_conversions();
     test_select_top();
     test_exp();
+    test_decode_probe();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
