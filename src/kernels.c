@@ -210,13 +210,16 @@ void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int 
 }
 
 #ifdef __wasm_simd128__
-/* i32x4 partial sums of one group of 32 products w[i] x[i], the weights widened to int16 */
+/* 8 int8 weights widened to int16 as they are loaded (v128.load8x8_s: one x86 instruction; extending the high
+ * half of a 16-byte load costs two) */
+static inline v128_t load_wide8(const int8_t *w) { return wasm_i16x8_load8x8(w); }
+
+/* i32x4 partial sums of one group of 32 products w[i] x[i] */
 static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
-    const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 16);
-    v128_t s = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_v128_load(x));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_v128_load(x + 8)));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_v128_load(x + 16)));
-    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_v128_load(x + 24)));
+    v128_t s = wasm_i32x4_dot_i16x8(load_wide8(w), wasm_v128_load(x));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 8), wasm_v128_load(x + 8)));
+    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 16), wasm_v128_load(x + 16)));
+    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 24), wasm_v128_load(x + 24)));
 }
 
 /* [sum a, sum b, sum c, sum d] of four i32x4 vectors (exact: integers) */
@@ -276,9 +279,8 @@ static void tile_q8_2_rows_4_tokens(float out[2][4], const int16_t *xq, const fl
         v128_t s0[4], s1[4]; /* [token] i32x4 partial sums of rows 0 and 1 */
         for (int t = 0; t < 4; t++) s0[t] = s1[t] = wasm_i32x4_splat(0);
         for (int h = 0; h < Q8_GROUP; h += 16) {
-            const v128_t a = wasm_v128_load(w0 + g * Q8_GROUP + h), b = wasm_v128_load(w1 + g * Q8_GROUP + h);
-            const v128_t a_lo = wasm_i16x8_extend_low_i8x16(a), a_hi = wasm_i16x8_extend_high_i8x16(a);
-            const v128_t b_lo = wasm_i16x8_extend_low_i8x16(b), b_hi = wasm_i16x8_extend_high_i8x16(b);
+            const v128_t a_lo = load_wide8(w0 + g * Q8_GROUP + h), a_hi = load_wide8(w0 + g * Q8_GROUP + h + 8);
+            const v128_t b_lo = load_wide8(w1 + g * Q8_GROUP + h), b_hi = load_wide8(w1 + g * Q8_GROUP + h + 8);
             for (int t = 0; t < 4; t++) {
                 const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP + h;
                 const v128_t x_lo = wasm_v128_load(x), x_hi = wasm_v128_load(x + 8);

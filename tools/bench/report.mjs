@@ -27,6 +27,7 @@ export function targets(results) {
     ['int8 prefill (P = 256) vs int8 decode', ratio(pre('doge-wasm node single int8 1t'), dec('doge-wasm node single int8 1t')), 4.0],
     ['2 threads vs 1, f32 decode (pthreads build)', ratio(dec('doge-wasm node threads f32 2t'), dec('doge-wasm node threads f32 1t')), 1.0],
     ['2 threads vs 1, int8 decode (pthreads build)', ratio(dec('doge-wasm node threads int8 2t'), dec('doge-wasm node threads int8 1t')), 1.0],
+    ['2 threads vs 1, int8 decode, another process holding a core (512 tokens)', ratio(dec('doge-wasm node threads int8 2t one core busy'), dec('doge-wasm node threads int8 1t one core busy')), 1.0],
     ['2 threads vs 1, f32 prefill (pthreads build)', ratio(pre('doge-wasm node threads f32 2t'), pre('doge-wasm node threads f32 1t')), 1.5],
     ['2 threads vs 1, int8 prefill (pthreads build)', ratio(pre('doge-wasm node threads int8 2t'), pre('doge-wasm node threads int8 1t')), 1.5],
   ];

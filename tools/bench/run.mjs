@@ -3,7 +3,7 @@
 // bench/results.json (every measurement), bench/RESULTS.md (tables, the targets of issue #6 as ratios) and
 // bench/decode.svg (decode speed per runtime), and prints each measurement as it comes.
 //   node tools/bench/run.mjs [--models doge-20m,doge-60m] [--repeat 3] [--long-tokens 20000] [--only ours|peers] [--render-only]
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -117,6 +117,19 @@ function longRuns(model) {
       '--prompt-tokens', '16', '--new-tokens', String(n)]]), 1);
 }
 
+/** "2 threads never slower than 1" when another process holds a core: int8 decoding, 1 and 2 threads, 512 new
+ * tokens, while a busy loop runs. */
+function busyCoreRuns(model) {
+  const busy = spawn('node', ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+  try {
+    return measureAll(model, [1, 2].map((t) => [`doge-wasm node threads int8 ${t}t one core busy`, 'node',
+      ['js/cli.js', 'bench', '--json', '--model', `build/bench/models/${model}`, '--weights', 'int8', '--build', 'threads',
+        '--threads', String(t), '--new-tokens', '512']]));
+  } finally {
+    busy.kill();
+  }
+}
+
 /** What two cores give on this machine: two single-thread int8 benches at once, each against one alone (2.0 = two
  * free cores; vCPUs that share a physical core or a busy host give less). Bounds what 2 threads can reach. */
 async function parallelCeiling(model) {
@@ -153,6 +166,7 @@ for (const model of values.models.split(',')) {
   results.runs.push(...measureAll(model, configs(model)));
   if (model === 'doge-20m' && values.only !== 'peers') {
     results.runs.push(...longRuns(model).map((r) => ({ ...r, long: true })));
+    results.runs.push(...busyCoreRuns(model));
     results.parallel = await parallelCeiling(model);
   }
 }
