@@ -83,7 +83,8 @@ const COMMANDS = {
     summary: 'measure load, prefill and decode speed and peak memory; print one JSON object',
     usage: 'doge-wasm bench --model <dir|url|repo-id> [--threads N] [--prompt-tokens P] [--new-tokens N] [--weights f32|int8] [--json]',
     details: 'Loads the model, prefills P token ids (a fixed prompt), then decodes N tokens greedily (never stopping\n' +
-      'at end-of-sequence), through the public API. --json prints {"prefill_tok_s", "decode_tok_s", "ttft_ms",\n' +
+      'at end-of-sequence), then prefills the prompt once more, through the public API. --json prints\n' +
+      '{"prefill_tok_s", "prefill_again_tok_s", "decode_tok_s", "ttft_ms",\n' +
       '"load_ms", "load_mb_s", "peak_rss_mb", "threads", "weights", "build", "wasm_memory_mb", "weight_mb",\n' +
       '"kv_cache_mb", ...}; peak_rss_mb is the whole process (Node included), wasm_memory_mb the engine\'s memory.\n' +
       'The context defaults to P + N; with --bounded-cache and a smaller --context-length, N may be any length.',

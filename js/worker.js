@@ -75,6 +75,7 @@ serveRpc({
       if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
       const session = model.createSession(options.contextLength ?? 0);
       try {
+        session.warmUp();
         if (options.boundedCache) session.setBounded(true);
       } catch (e) {
         session.free();

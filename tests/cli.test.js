@@ -1,9 +1,10 @@
 // The doge-wasm command line end to end, and the npm package installed from its tarball.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { runCli, run, ROOT } from './helpers.js';
+import { runCli, run, ROOT, NATIVE } from './helpers.js';
+import { benchPrompt } from '../js/bench.js';
 import { writeTinyModel, CHAT_TEMPLATE } from './fixtures.js';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 
@@ -71,6 +72,25 @@ test('without --model the commands use the embedded model', () => {
   assert.match(r.stderr, /model: transformers layout, causal-lm, vocabulary 4096/);
   const tok = runCli(['tokenize', '--text', 'In the beginning']);
   assert.equal(JSON.parse(tok.stdout).ids[0], 0, 'bos from the embedded tokenizer');
+});
+
+test('bench prints speeds and memory as JSON; its first token is the model\'s greedy token', () => {
+  const r = runCli(['bench', '--model', dir, '--prompt-tokens', '8', '--new-tokens', '4', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  for (const key of ['prefill_tok_s', 'prefill_again_tok_s', 'decode_tok_s', 'ttft_ms', 'load_ms', 'load_mb_s', 'peak_rss_mb', 'wasm_memory_mb'])
+    assert.ok(out[key] > 0, `${key} = ${out[key]}`);
+  for (const key of ['weight_mb', 'kv_cache_mb']) assert.ok(out[key] >= 0 && out[key] < out.wasm_memory_mb, `${key} = ${out[key]}`);
+  assert.equal(out.weights, 'f32');
+  assert.equal(out.threads, 1);
+  assert.equal(out.prompt_tokens, 8);
+  assert.equal(out.new_tokens, 4);
+  // the same prompt through the native build
+  const V = JSON.parse(readFileSync(`${dir}/config.json`, 'utf8')).vocab_size;
+  const ids = benchPrompt(8, V);
+  const native = JSON.parse(run(NATIVE, ['logits', '--model', dir, '--ids', ids.join(',')]).stdout);
+  const last = native.logits.slice(-V);
+  assert.equal(out.first_token, last.indexOf(Math.max(...last)));
 });
 
 test('every command has --help', () => {

@@ -82,13 +82,14 @@ function runOnce([label, cmd, args]) {
 }
 
 /** The entry of a configuration from its runs: decode figures from the run with the median decode speed,
- * prefill the median of the prefill speeds. */
+ * prefill (first prompt, and the prompt again where measured) the medians of the prefill speeds. */
 function summarize(model, label, runs) {
   const failed = runs.find((r) => r.error);
   if (failed) return { label, model, error: failed.error };
   const mid = median(runs.map((r) => r.decode_tok_s));
   const pick = runs.find((r) => r.decode_tok_s === mid);
-  return { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)),
+  const again = runs.every((r) => r.prefill_again_tok_s) ? { prefill_again_tok_s: median(runs.map((r) => r.prefill_again_tok_s)) } : {};
+  return { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)), ...again,
     decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
 }
 
