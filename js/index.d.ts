@@ -30,6 +30,10 @@ export interface LoadOptions {
    * those of an unbounded cache; generation and prompts have no length limit. Needs a causal LM in the
    * transformers layout and contextLength > keep_window_size (BAD_INPUT otherwise). Default false. */
   boundedCache?: boolean;
+  /** Prompts longer than this many tokens run through the model in pieces of this many (default 256, like
+   * llama.cpp's micro-batch), so the activations' memory is sized by the piece, not the prompt. Results do
+   * not depend on it. MoE models and sequence classifiers run every call whole. */
+  batchSize?: number;
   /** Host that repo ids resolve against (default https://huggingface.co). */
   hubHost?: string;
   /** Hub revision (default 'main'). */
@@ -114,6 +118,8 @@ export interface ModelInfo {
   contextLength: number;
   /** the bounded KV cache is on */
   boundedCache: boolean;
+  /** prompts run in pieces of this many tokens */
+  batchSize: number;
   tiedHead: boolean;
   /** checkpoint layout: 'transformers' (HF 4.57), 'original' (remote-code era) or 'mid' (small-doge converter) */
   layout: 'transformers' | 'original' | 'mid';

@@ -311,6 +311,7 @@ export class WasmSession extends CObject {
     this.threads = this.engine.mod._doge_session_threads(handle);
     this.cacheBytes = this.engine.mod._doge_session_cache_bytes(handle);
     this.bounded = false;
+    this.batch = 256;
   }
 
   /** Tokens seen since the last reset (the next token's position). */
@@ -327,6 +328,15 @@ export class WasmSession extends CObject {
 
   reset() {
     this.engine.mod._doge_session_reset(this.handle);
+  }
+
+  /** Runs calls longer than `tokens` in pieces of that many (doge.h doge_session_set_batch). */
+  setBatch(tokens) {
+    if (!Number.isInteger(tokens) || tokens < 1 || tokens > 1 << 24) {
+      throw new DogeError('BAD_ARGUMENT', `batchSize must be an integer from 1 to ${1 << 24}, got ${tokens}`);
+    }
+    this.engine.mod._doge_session_set_batch(this.handle, tokens);
+    this.batch = tokens;
   }
 
   /**

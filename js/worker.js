@@ -75,6 +75,7 @@ serveRpc({
       if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
       const session = model.createSession(options.contextLength ?? 0);
       try {
+        if (options.batchSize !== undefined) session.setBatch(options.batchSize);
         session.warmUp();
         if (options.boundedCache) session.setBounded(true);
       } catch (e) {
@@ -182,6 +183,7 @@ function info() {
     maxPositionEmbeddings: model.maxPositionEmbeddings,
     contextLength: session.nCtx,
     boundedCache: session.bounded,
+    batchSize: session.batch,
     tiedHead: model.tiedHead,
     layout: model.layout,
     moeRouting: model.moeRouting,

@@ -1,13 +1,14 @@
 /* doge-native: the native build's command line, used by the tests and as the native speed ceiling.
  *
- *   doge-native logits --model DIR --ids 5,17,42 [--threads N] [--chunk BYTES] [--decode-split P] [--hash]
- *                      [--moe-routing hf|legacy_2025_03] [--weights f32|int8] [--verbose]
+ *   doge-native logits --model DIR --ids 5,17,42 [--threads N] [--chunk BYTES] [--decode-split P] [--batch B]
+ *                      [--hash] [--moe-routing hf|legacy_2025_03] [--weights f32|int8] [--verbose]
  *   doge-native bench --model DIR [--threads N] [--prompt-tokens P] [--new-tokens N] [--weights f32|int8]
  *
  * bench prints the same JSON object as `doge-wasm bench --json` (greedy decoding of a fixed prompt).
  *
  * Prints {"shape": [S, V], "logits": [...]} (or [num_labels] for a sequence classifier). With
  * --decode-split P the first P ids go in one call and the rest one token per call (KV-cache decoding).
+ * --batch B runs calls in pieces of B tokens (doge_session_set_batch; the results must not change).
  * --hash adds "weights_hash", the checksum of the loaded weights. Exit code 2 and one line on stderr on
  * bad input. */
 #include <errno.h>
@@ -22,7 +23,7 @@
 
 static int usage(void) {
     fprintf(stderr, "usage: doge-native logits --model DIR --ids 1,2,3 [--threads N] [--chunk BYTES] "
-                    "[--decode-split P] [--hash] [--moe-routing hf|legacy_2025_03] [--weights f32|int8] [--verbose]\n"
+                    "[--decode-split P] [--batch B] [--hash] [--moe-routing hf|legacy_2025_03] [--weights f32|int8] [--verbose]\n"
                     "       doge-native bench --model DIR [--threads N] [--prompt-tokens P] [--new-tokens N] [--weights f32|int8]\n");
     return 2;
 }
@@ -130,7 +131,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || (strcmp(argv[1], "logits") != 0 && strcmp(argv[1], "bench") != 0)) return usage();
     const int is_bench = strcmp(argv[1], "bench") == 0;
     const char *model_dir = NULL, *ids_text = NULL, *routing = "hf";
-    long threads = 1, chunk = 1 << 16, split = -1, prompt_tokens = 256, new_tokens = 128;
+    long threads = 1, chunk = 1 << 16, split = -1, prompt_tokens = 256, new_tokens = 128, batch = 0;
     int weights = DOGE_WEIGHTS_F32;
     int want_hash = 0, verbose = 0;
     for (int i = 2; i < argc; i++) {
@@ -144,6 +145,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) { if (parse_long(v, 1, 256, &threads)) return usage(); }
         else if (strcmp(a, "--chunk") == 0) { if (parse_long(v, 1, 1L << 30, &chunk)) return usage(); }
         else if (strcmp(a, "--decode-split") == 0) { if (parse_long(v, 1, INT_MAX, &split)) return usage(); }
+        else if (strcmp(a, "--batch") == 0) { if (parse_long(v, 1, INT_MAX, &batch)) return usage(); }
         else if (strcmp(a, "--prompt-tokens") == 0) { if (parse_long(v, 1, 1 << 20, &prompt_tokens)) return usage(); }
         else if (strcmp(a, "--new-tokens") == 0) { if (parse_long(v, 2, 1 << 24, &new_tokens)) return usage(); }
         else if (strcmp(a, "--weights") == 0) {
@@ -177,6 +179,7 @@ int main(int argc, char **argv) {
     if (verbose) fprintf(stderr, "doge-native: %s layout, MoE routing %s\n", doge_model_layout(m), routing);
     const int ctx = n > doge_model_max_position_embeddings(m) ? n : 0;
     DogeSession *s = doge_session_new(m, ctx, (int)threads, &err);
+    if (s && batch) doge_session_set_batch(s, (int)batch);
     const int cls = doge_model_task(m) == DOGE_TASK_SEQ_CLS, V = doge_model_vocab_size(m);
     const size_t out_n = cls ? (size_t)doge_model_num_labels(m) : (size_t)n * V;
     float *out = malloc(sizeof(float) * out_n);

@@ -101,6 +101,10 @@ int doge_session_cached(const DogeSession *s);          /* keys held in the KV c
  * cache, memory stays at n_ctx tokens, and generation has no length limit; a call longer than
  * n_ctx - keep_window_size runs in pieces. */
 int doge_session_set_bounded(DogeSession *s, int on, DogeError *err);
+/* A call with more than `tokens` tokens runs through the model in pieces of that many (default 256, like
+ * llama.cpp's micro-batch): the activations' memory is sized by the piece, not the prompt. Results do not
+ * depend on it. MoE models and sequence classifiers run every call whole (their results depend on it). */
+void doge_session_set_batch(DogeSession *s, int tokens);
 int doge_session_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
 double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */

@@ -69,6 +69,8 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+#define DEFAULT_BATCH 256 /* doge_session_set_batch */
+
 struct DogeSession {
     const DogeModel *m;
     Pool *pool;
@@ -76,6 +78,7 @@ struct DogeSession {
     int pos;              /* P: tokens seen (the next token's position) */
     int used;             /* U: cache slots in use; = pos unless the bounded cache has evicted keys */
     int bounded;          /* 1: when full, the cache keeps only the keys the dynamic mask can still pick */
+    int batch;            /* tokens per piece of a long call (doge_session_set_batch) */
     /* Slot u of every cache below holds, in position order, a key of a token seen; without eviction slot
      * u is position u. */
     float *k_cache;       /* [L][KV][n_ctx][hd]  keys after k_norm and RoPE */
@@ -611,6 +614,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     }
     s->m = m;
     s->n_ctx = n_ctx;
+    s->batch = DEFAULT_BATCH;
     const size_t L = c->num_hidden_layers, KV = c->num_key_value_heads, hd = c->head_dim, T = (size_t)n_ctx;
     s->k_cache = malloc(sizeof(float) * L * KV * T * hd);
     s->v_cache = malloc(sizeof(float) * L * KV * T * hd);
@@ -714,6 +718,7 @@ static void compact_cache(DogeSession *s) {
         }
     s->used = W;
 }
+void doge_session_set_batch(DogeSession *s, int tokens) { s->batch = tokens < 1 ? 1 : tokens; }
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
 double doge_session_cache_bytes(const DogeSession *s) {
@@ -725,44 +730,15 @@ double doge_session_cache_bytes(const DogeSession *s) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* the forward pass                                                                                      */
 
-int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode, DogeError *err) {
+/* One piece of a forward call: S tokens through every layer into the cache, then the logits `mode` asks for.
+ * The caller has checked the input, sized the workspace and set the rotary state for the whole call. */
+static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out, int mode) {
     const DogeModel *m = s->m;
     const DogeConfig *c = &m->cfg;
     const int D = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
     const int I = c->intermediate_size, V = c->vocab_size;
     const size_t Hq = (size_t)H * hd, Hkv = (size_t)KV * hd;
-
-    if (S <= 0) {
-        doge_set_error(err, DOGE_ERR_INPUT, "a forward call needs at least one token");
-        return err->code;
-    }
-    if (S > s->n_ctx - s->used && s->bounded) {
-        compact_cache(s);
-        const int room = s->n_ctx - s->used;
-        if (S > room) { /* in pieces that fit, evicting between them */
-            int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
-            if (rc != DOGE_OK) return rc;
-            return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
-        }
-    }
-    if (S > s->n_ctx - s->used) {
-        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->used, S,
-                       s->n_ctx);
-        return err->code;
-    }
-    for (int t = 0; t < S; t++)
-        if (ids[t] < 0 || ids[t] >= V) {
-            doge_set_error(err, DOGE_ERR_INPUT, "token id %d at index %d is outside the vocabulary [0, %d)", ids[t], t, V);
-            return err->code;
-        }
-    if (c->task == DOGE_TASK_SEQ_CLS ? mode == DOGE_LOGITS_NONE || mode == DOGE_LOGITS_ALL : mode < 0 || mode > 2) {
-        doge_set_error(err, DOGE_ERR_INPUT, "logits mode %d is not valid for this model", mode);
-        return err->code;
-    }
-    if (ensure_workspace(s, S, err) != DOGE_OK) return err->code;
-
     const int P = s->pos, U = s->used;
-    rope_update(s, (long)P + S);
     rope_tables(s, S);
 
     /* embedding: x[t] = embed_tokens[ids[t]] (an int8 row times its group scales) */
@@ -806,7 +782,7 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     s->used = U + S;
 
     /* final norm and head */
-    if (mode == DOGE_LOGITS_NONE) return DOGE_OK;
+    if (mode == DOGE_LOGITS_NONE) return;
     if (c->task == DOGE_TASK_SEQ_CLS) {
         /* pool the right-most non-pad token (HF: argmax(arange * non_pad), 0 when all are pad) */
         int last = S - 1;
@@ -817,12 +793,57 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         }
         k_rmsnorm(s->xn, s->x + (size_t)last * D, m->norm, D, c->rms_norm_eps);
         matmul(s, out, s->xn, m->score, NULL, 1, D, c->num_labels);
-        return DOGE_OK;
+        return;
     }
     const int first = mode == DOGE_LOGITS_ALL ? 0 : S - 1, rows = S - first;
     for (int t = 0; t < rows; t++)
         k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)(first + t) * D, m->norm, D, c->rms_norm_eps);
     matmul_w(s, out, s->xn, &m->lm_head, NULL, rows, D, V);
+}
+
+/* Every token is computed the same way in a piece as in the whole call (the rotary state is set once, for the
+ * whole call), so pieces bound the workspace without changing results. MoE routing depends on the whole call
+ * (HF's view(2, N, K) of the router logits) and a sequence classifier pools over it: those calls run whole. */
+int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode, DogeError *err) {
+    const DogeConfig *c = &s->m->cfg;
+    const int V = c->vocab_size;
+
+    if (S <= 0) {
+        doge_set_error(err, DOGE_ERR_INPUT, "a forward call needs at least one token");
+        return err->code;
+    }
+    if (S > s->n_ctx - s->used && s->bounded) {
+        compact_cache(s);
+        const int room = s->n_ctx - s->used;
+        if (S > room) { /* in pieces that fit, evicting between them */
+            int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
+            if (rc != DOGE_OK) return rc;
+            return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
+        }
+    }
+    if (S > s->n_ctx - s->used) {
+        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->used, S,
+                       s->n_ctx);
+        return err->code;
+    }
+    for (int t = 0; t < S; t++)
+        if (ids[t] < 0 || ids[t] >= V) {
+            doge_set_error(err, DOGE_ERR_INPUT, "token id %d at index %d is outside the vocabulary [0, %d)", ids[t], t, V);
+            return err->code;
+        }
+    if (c->task == DOGE_TASK_SEQ_CLS ? mode == DOGE_LOGITS_NONE || mode == DOGE_LOGITS_ALL : mode < 0 || mode > 2) {
+        doge_set_error(err, DOGE_ERR_INPUT, "logits mode %d is not valid for this model", mode);
+        return err->code;
+    }
+    /* HF sets the rotary state once per call, from its last position */
+    rope_update(s, (long)s->pos + S);
+    const int piece = c->is_moe || c->task == DOGE_TASK_SEQ_CLS ? S : s->batch;
+    if (ensure_workspace(s, S < piece ? S : piece, err) != DOGE_OK) return err->code;
+    for (int t0 = 0; t0 < S; t0 += piece) {
+        const int n = S - t0 < piece ? S - t0 : piece;
+        if (mode == DOGE_LOGITS_ALL) forward_piece(s, ids + t0, n, out + (size_t)t0 * V, mode);
+        else forward_piece(s, ids + t0, n, out, t0 + n == S ? mode : DOGE_LOGITS_NONE);
+    }
     return DOGE_OK;
 }
 

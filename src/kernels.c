@@ -365,6 +365,7 @@ static inline float pow2i(int k) { /* 2^k for k in [-126, 127] */
 }
 
 float k_exp(float x) {
+    if (x != x) return x; /* NaN (the SIMD lanes get NaN from the polynomial) */
     x = x > 89.0f ? 89.0f : x; /* beyond these e^x is inf or 0 anyway; n then fits the two factors */
     x = x < -104.0f ? -104.0f : x;
     const float z = nearbyintf(x * EXP_LOG2E);

@@ -261,3 +261,24 @@ describe('loading over HTTP in the hub layout', () => {
     await slow.close();
   });
 });
+
+test('batchSize: a long prompt runs in pieces, with the same tokens and less memory', async () => {
+  const wide = `${hubRoot}/wide`; // 12 KB of activations per token: 35 MB for the whole prompt at once
+  writeTinyModel(wide, { hidden: 128, inter: 1024 });
+  const ids = Array.from({ length: 3000 }, (_, i) => 3 + ((i * 7) % 60));
+  const run = async (batchSize) => {
+    const model = await loadModel(wide, { build: 'single', contextLength: 3010, batchSize });
+    try {
+      assert.equal(model.info.batchSize, batchSize ?? 256);
+      const { ids: out, stats } = await model.generate(ids, { maxNewTokens: 3, temperature: 0, eosTokenId: [] }).result;
+      return { out, memory: stats.memoryBytes };
+    } finally {
+      await model.dispose();
+    }
+  };
+  const whole = await run(4096), pieces = await run(undefined), small = await run(7);
+  assert.deepEqual(pieces.out, whole.out);
+  assert.deepEqual(small.out, whole.out);
+  assert.ok(whole.memory - pieces.memory > 3e6, `whole prompt ${whole.memory} B, in pieces ${pieces.memory} B`);
+  await assert.rejects(loadModel(dir, { batchSize: 0 }), { code: 'BAD_ARGUMENT' });
+});

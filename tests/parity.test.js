@@ -39,6 +39,16 @@ describe('native build', () => {
       });
     }
   }
+  // A call in pieces of 3 tokens gives the same bits as one whole call (the rotary state is set once per call;
+  // MoE routing and sequence classification need the whole call and ignore the piece size).
+  for (const c of good.filter((x) => x.ids.length > 3)) {
+    test(`${c.name}: the same logits in pieces of 3 tokens`, () => {
+      const args = ['logits', '--model', c.dir, '--ids', c.ids.join(','), '--moe-routing', routing(c)];
+      const whole = run(NATIVE, args), pieces = run(NATIVE, [...args, '--batch', '3']);
+      assert.equal(pieces.code, 0, pieces.stderr);
+      assert.equal(pieces.stdout, whole.stdout);
+    });
+  }
   for (const c of bad) {
     test(`${c.name}: refused with a message that says why`, () => {
       const r = run(NATIVE, ['logits', '--model', c.dir, '--ids', '1,2']);
