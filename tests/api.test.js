@@ -1,13 +1,13 @@
 // The public API (js/index.js) end to end through the engine worker, on both wasm builds.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+
 import { loadModel, DogeError } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
 import { startHub } from './hub-server.js';
+import { tempDir } from './helpers.js';
 
-const hubRoot = mkdtempSync(`${tmpdir()}/doge-hub-`);
+const hubRoot = tempDir('hub');
 const dir = `${hubRoot}/test-org/tiny-doge`;
 writeTinyModel(dir);
 
@@ -197,7 +197,7 @@ test('a worker that dies is reported, and a new model can be loaded', async () =
 });
 
 test('a tokenizer larger than the model vocabulary is refused', async () => {
-  const small = mkdtempSync(`${tmpdir()}/doge-smallvocab-`);
+  const small = tempDir('smallvocab');
   writeTinyModel(small, { vocab: 200 });
   await assert.rejects(loadModel(small, { build: 'single' }), (e) => e.code === 'BAD_TOKENIZER' &&
     /tokenizer\.json has 271 tokens but the model's vocabulary \(config\.json vocab_size\) is 200/.test(e.message));

@@ -2,13 +2,12 @@
 // per layer and kv head. Its results must be exactly those of an unbounded cache, far past the window.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+
 import { loadModel } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
-import { CASES_DIR, runCli } from './helpers.js';
+import { CASES_DIR, runCli, tempDir } from './helpers.js';
 
-const dir = mkdtempSync(`${tmpdir()}/doge-bounded-`);
+const dir = tempDir('bounded');
 writeTinyModel(dir, { seed: 77 }); // keep_window_size 32, max_position_embeddings 128, A != 0
 
 for (const build of ['single', 'threads']) {

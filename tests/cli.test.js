@@ -1,14 +1,13 @@
 // The doge-wasm command line end to end, and the npm package installed from its tarball.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { runCli, run, ROOT, NATIVE } from './helpers.js';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { runCli, run, ROOT, NATIVE, tempDir } from './helpers.js';
 import { benchPrompt } from '../js/bench.js';
 import { writeTinyModel, CHAT_TEMPLATE } from './fixtures.js';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 
-const dir = mkdtempSync(`${tmpdir()}/doge-cli-`);
+const dir = tempDir('cli');
 writeTinyModel(dir);
 
 test('generate streams text; --json prints ids, text and stats', () => {
@@ -53,7 +52,7 @@ test('chat reads turns from stdin and keeps the conversation', () => {
 });
 
 test('tokenize needs only the tokenizer files', async () => {
-  const only = mkdtempSync(`${tmpdir()}/doge-tok-only-`);
+  const only = tempDir('tok-only');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(`${dir}/${f}`, `${only}/${f}`);
   const r = runCli(['tokenize', '--model', only, '--text', 'the weather']);
   assert.equal(r.code, 0, r.stderr);
@@ -120,7 +119,7 @@ test('usage errors exit 2 with one line on stderr', () => {
 });
 
 test('npm pack gives a package that installs into an empty folder with a working library and CLI', () => {
-  const work = mkdtempSync(`${tmpdir()}/doge-pack-`);
+  const work = tempDir('pack');
   const pack = run('npm', ['pack', '--pack-destination', work], { cwd: ROOT });
   assert.equal(pack.code, 0, pack.stderr);
   const tgz = readdirSync(work).find((f) => f.endsWith('.tgz'));

@@ -3,14 +3,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { Engine } from '../js/wasm-engine.js';
 import { openSource } from '../js/sources.js';
 import { streamWeights } from '../js/weights.js';
 import { writeTinyModel } from './fixtures.js';
+import { tempDir } from './helpers.js';
 
-const dir = mkdtempSync(`${tmpdir()}/doge-faults-`);
+const dir = tempDir('faults');
 writeTinyModel(dir);
 const files = Object.fromEntries(['config.json', 'model.safetensors'].map((f) => [f, readFileSync(`${dir}/${f}`)]));
 

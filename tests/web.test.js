@@ -3,16 +3,15 @@
 // without COOP/COEP, and loading by repo id from a local server in the hub layout.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import { serve } from '../web/serve.mjs';
 import { startHub } from './hub-server.js';
 import { writeTinyModel } from './fixtures.js';
-import { ROOT } from './helpers.js';
+import { ROOT, tempDir } from './helpers.js';
 
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const hubRoot = mkdtempSync(`${tmpdir()}/doge-webhub-`);
+const hubRoot = tempDir('webhub');
 writeTinyModel(`${hubRoot}/test-org/tiny-doge`);
 writeTinyModel(`${hubRoot}/test-org/corrupt`);
 const st = `${hubRoot}/test-org/corrupt/model.safetensors`;
