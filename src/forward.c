@@ -744,10 +744,11 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
     /* embedding: x[t] = embed_tokens[ids[t]] (an int8 row times its group scales) */
     for (int t = 0; t < S; t++) {
         float *xt = s->x + (size_t)t * D;
-        const size_t row = (size_t)ids[t] * D;
-        if (m->embed.f) memcpy(xt, m->embed.f + row, sizeof(float) * D);
+        if (m->embed.f) memcpy(xt, m->embed.f + (size_t)ids[t] * D, sizeof(float) * D);
         else
-            for (int i = 0; i < D; i++) xt[i] = (float)m->embed.q[row + i] * m->embed.d[k_q8_scale_index((size_t)ids[t], i / Q8_GROUP, D / Q8_GROUP)];
+            for (int i = 0; i < D; i++)
+                xt[i] = (float)m->embed.q[k_q8_index((size_t)ids[t], i, D / Q8_GROUP)] *
+                        m->embed.d[k_q8_scale_index((size_t)ids[t], i / Q8_GROUP, D / Q8_GROUP)];
     }
 
     /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the

@@ -198,10 +198,12 @@ static float quantize_group(const float *x, int16_t *q) {
 }
 
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
+    const int G = n / Q8_GROUP;
     int16_t t[Q8_GROUP];
-    for (int g = 0; g < n / Q8_GROUP; g++) {
-        d[k_q8_scale_index(row, g, n / Q8_GROUP)] = quantize_group(x + g * Q8_GROUP, t);
-        for (int i = 0; i < Q8_GROUP; i++) q[g * Q8_GROUP + i] = (int8_t)t[i];
+    for (int g = 0; g < G; g++) {
+        const size_t at = k_q8_scale_index(row, g, G);
+        d[at] = quantize_group(x + g * Q8_GROUP, t);
+        for (int i = 0; i < Q8_GROUP; i++) q[at * Q8_GROUP + i] = (int8_t)t[i];
     }
 }
 
@@ -230,19 +232,18 @@ static inline v128_t sum4x4(v128_t a, v128_t b, v128_t c, v128_t d) {
 }
 #endif
 
-/* out[0..rows) for rows <= 4 weight rows starting at w (a 4-row block) and one token: its activations xq[in]
- * and their scales xd[g * xd_stride]; d: the block's interleaved weight scales. */
+/* out[0..rows) for the rows <= 4 of one 4-row block of an int8 matrix (w: its values, d: its scales, see
+ * k_q8_scale_index) and one token: its activations xq[in] and their scales xd[g * xd_stride]. */
 static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *xd, int xd_stride, const int8_t *w, const float *d,
                          int in) {
     const int G = in / Q8_GROUP;
 #ifdef __wasm_simd128__
-    /* rows past the end of the matrix repeat row 0; their lanes are dropped */
-    const int8_t *w0 = w, *w1 = rows > 1 ? w + in : w, *w2 = rows > 2 ? w + 2 * (size_t)in : w, *w3 = rows > 3 ? w + 3 * (size_t)in : w;
     v128_t acc = wasm_f32x4_splat(0.0f);
-    for (int g = 0; g < G; g++) {
+    for (int g = 0; g < G; g++) { /* rows past the end of the matrix are zeros; their lanes are dropped */
         const int16_t *xg = xq + g * Q8_GROUP;
-        const size_t off = (size_t)g * Q8_GROUP;
-        const v128_t isum = sum4x4(group_sum(w0 + off, xg), group_sum(w1 + off, xg), group_sum(w2 + off, xg), group_sum(w3 + off, xg));
+        const int8_t *wg = w + (size_t)g * 4 * Q8_GROUP;
+        const v128_t isum = sum4x4(group_sum(wg, xg), group_sum(wg + Q8_GROUP, xg), group_sum(wg + 2 * Q8_GROUP, xg),
+                                   group_sum(wg + 3 * Q8_GROUP, xg));
         const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[(size_t)g * xd_stride]));
         acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
     }
@@ -255,11 +256,11 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
     }
 #else
     for (int k = 0; k < rows; k++) {
-        const int8_t *wk = w + (size_t)k * in;
         float acc = 0.0f;
         for (int g = 0; g < G; g++) {
+            const int8_t *wg = w + ((size_t)g * 4 + k) * Q8_GROUP;
             int32_t isum = 0;
-            for (int i = g * Q8_GROUP; i < (g + 1) * Q8_GROUP; i++) isum += wk[i] * xq[i];
+            for (int i = 0; i < Q8_GROUP; i++) isum += wg[i] * xq[g * Q8_GROUP + i];
             acc += (float)isum * (d[4 * g + k] * xd[(size_t)g * xd_stride]);
         }
         out[k] = acc;
@@ -268,9 +269,10 @@ static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *x
 }
 
 #ifdef __wasm_simd128__
-/* Two weight rows w0[in], w1[in] against 4 consecutive tokens xq[4][in] (prefill): out[r][t]. Each 8 weights
- * are widened once and each 8 activations loaded once for 8 (row, token) pairs; the 4 token sums of a row
- * are scaled with one vector. The same integer group sums and float order, so the same bits as dot_q8_block. */
+/* Two weight rows (w0, w1: their first group; a row's groups lie 4 * Q8_GROUP bytes apart, see k_q8_scale_index)
+ * against 4 consecutive tokens xq[4][in] (prefill): out[r][t]. Each 8 weights are widened once and each 8
+ * activations loaded once for 8 (row, token) pairs; the 4 token sums of a row are scaled with one vector. The
+ * same integer group sums and float order, so the same bits as dot_q8_block. */
 static void tile_q8_2_rows_4_tokens(float out[2][4], const int16_t *xq, const float *xd, int xd_stride, const int8_t *w0,
                                     const int8_t *w1, const float *wd, size_t row0, size_t row1, int in) {
     const int G = in / Q8_GROUP;
@@ -279,8 +281,8 @@ static void tile_q8_2_rows_4_tokens(float out[2][4], const int16_t *xq, const fl
         v128_t s0[4], s1[4]; /* [token] i32x4 partial sums of rows 0 and 1 */
         for (int t = 0; t < 4; t++) s0[t] = s1[t] = wasm_i32x4_splat(0);
         for (int h = 0; h < Q8_GROUP; h += 16) {
-            const v128_t a_lo = load_wide8(w0 + g * Q8_GROUP + h), a_hi = load_wide8(w0 + g * Q8_GROUP + h + 8);
-            const v128_t b_lo = load_wide8(w1 + g * Q8_GROUP + h), b_hi = load_wide8(w1 + g * Q8_GROUP + h + 8);
+            const int8_t *a = w0 + (size_t)g * 4 * Q8_GROUP + h, *b = w1 + (size_t)g * 4 * Q8_GROUP + h;
+            const v128_t a_lo = load_wide8(a), a_hi = load_wide8(a + 8), b_lo = load_wide8(b), b_hi = load_wide8(b + 8);
             for (int t = 0; t < 4; t++) {
                 const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP + h;
                 const v128_t x_lo = wasm_v128_load(x), x_hi = wasm_v128_load(x + 8);
@@ -308,8 +310,8 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
         const int o_next = o + 1 < o1 ? o + 1 : o; /* an odd last row is done twice, its copy dropped */
         for (int s = 0; s + 4 <= S; s += 4) {
             float r[2][4];
-            tile_q8_2_rows_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wq + (size_t)o_next * in, wd, (size_t)o,
-                                    (size_t)o_next, in);
+            tile_q8_2_rows_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + k_q8_index((size_t)o, 0, G), wq + k_q8_index((size_t)o_next, 0, G),
+                                    wd, (size_t)o, (size_t)o_next, in);
             for (int k = 0; k <= o_next - o; k++)
                 for (int t = 0; t < 4; t++) y[(size_t)(s + t) * out + o + k] = b ? r[k][t] + b[o + k] : r[k][t];
         }
@@ -320,7 +322,7 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
         const int rows = o1 - o < 4 ? o1 - o : 4;
         for (int s = s0; s < S; s++) {
             float *ys = y + (size_t)s * out + o;
-            dot_q8_block(ys, rows, xq + (size_t)s * in, xd + s, S, wq + (size_t)o * in, wd + k_q8_scale_index((size_t)o, 0, G), in);
+            dot_q8_block(ys, rows, xq + (size_t)s * in, xd + s, S, wq + k_q8_index((size_t)o, 0, G), wd + k_q8_scale_index((size_t)o, 0, G), in);
             if (b)
                 for (int k = 0; k < rows; k++) ys[k] += b[o + k];
         }

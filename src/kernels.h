@@ -16,11 +16,15 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
 
 /* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
 #define Q8_GROUP 32
-/* Where the scale of group g of row `row` lives in a matrix's scales (G groups per row): the scales of 4
- * consecutive rows side by side, group after group. A matrix of R rows has ceil(R / 4) * 4 * G scales. */
+/* An int8 matrix of R rows keeps 4 consecutive rows together, group after group: the 32 values of group g of
+ * rows 4b..4b+3 side by side (128 bytes), then group g + 1, so that decoding reads one stream per matrix rather
+ * than one per row (faster from memory). Its scales follow the same order. Rows are padded to a multiple of 4
+ * (zeros): ceil(R / 4) * 4 * G groups of values and as many scales, G groups per row. */
 static inline size_t k_q8_scale_index(size_t row, int g, int G) { return (row / 4 * (size_t)G + (size_t)g) * 4 + row % 4; }
-/* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP): q[n] (the row's values) and its scales
- * in d (the whole matrix's, see k_q8_scale_index): d = absmax / 127, q = nearest(x / d) per group. */
+/* Where value i of row `row` lives in the matrix's values. */
+static inline size_t k_q8_index(size_t row, int i, int G) { return k_q8_scale_index(row, i / Q8_GROUP, G) * Q8_GROUP + (size_t)(i % Q8_GROUP); }
+/* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP), into the matrix's values q and scales d:
+ * d = absmax / 127, q = nearest(x / d) per group. */
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
 /* The same values in int16 lanes: activations, ready for the int16 dot products of k_matmul_q8_rows; the
  * scale of group g goes to d[g * d_stride]. */

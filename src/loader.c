@@ -91,13 +91,13 @@ static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 /* Scales of an int8 matrix: rows padded to a multiple of 4 (kernels.h k_q8_scale_index). */
 static size_t int8_scales(const Slot *s) { return ((size_t)s->shape[0] + 3) / 4 * 4 * ((size_t)s->shape[1] / Q8_GROUP); }
 
-/* Bytes of an int8 matrix: the values, then the scales. */
-static size_t int8_bytes(const Slot *s) { return align64(slot_floats(s)) + align64(int8_scales(s) * sizeof(float)); }
+/* Bytes of an int8 matrix: the values (one per scale and group member), then the scales. */
+static size_t int8_bytes(const Slot *s) { return align64(int8_scales(s) * Q8_GROUP) + align64(int8_scales(s) * sizeof(float)); }
 
 static void point_int8(Mat *mat, uint8_t *block, const Slot *s) {
     mat->f = NULL;
     mat->q = (int8_t *)block;
-    mat->d = (float *)(block + align64(slot_floats(s)));
+    mat->d = (float *)(block + align64(int8_scales(s) * Q8_GROUP));
 }
 
 static int is_lm_head(const DogeLoader *ld, const Slot *s) { return s->mat == &ld->model->lm_head; }
@@ -598,7 +598,7 @@ static void quantize_row(DogeLoader *ld, const Slot *sl, uint64_t r) {
         if (!isfinite(ld->row[k]))
             snprintf(ld->bad_value, sizeof ld->bad_value, "%s: tensor '%s' has a non-finite value (NaN or infinity) at element %llu",
                      sl->file, sl->name, (unsigned long long)(r * cols + k));
-    k_quantize_q8_row(sl->mat->q + r * cols, sl->mat->d, r, ld->row, (int)cols);
+    k_quantize_q8_row(sl->mat->q, sl->mat->d, r, ld->row, (int)cols);
 }
 
 /* Converts count whole elements from p into the entry's tensor, starting at element index first. */
