@@ -8,6 +8,9 @@ import { DogeError } from './errors.js';
 import { WasmSampler } from './wasm-engine.js';
 import { yieldToEvents } from './protocol.js';
 
+/** How often generation lets other messages (an abort) in: every token cost a few percent of decoding. */
+const YIELD_EVERY_MS = 4;
+
 const asList = (v) => (v === undefined || v === null ? [] : Array.isArray(v) ? v : [v]);
 
 /**
@@ -112,6 +115,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
     const t0 = performance.now();
     let next = session.next(promptIds, sampler);
     const t1 = performance.now();
+    let lastYield = t1;
     for (;;) {
       if (opts.eos.has(next)) {
         stopReason = 'eos';
@@ -131,7 +135,10 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
         stopReason = 'context';
         break;
       }
-      await yieldToEvents();
+      if (performance.now() - lastYield >= YIELD_EVERY_MS) { // let a queued abort in, without a yield per token
+        await yieldToEvents();
+        lastYield = performance.now();
+      }
       if (aborted()) {
         stopReason = 'abort';
         break;
