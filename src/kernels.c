@@ -54,80 +54,102 @@ static inline v128_t sum4x4_f32(v128_t a, v128_t b, v128_t c, v128_t d) {
 }
 #endif
 
-#define KEYS_PER_TILE 8
-/* scores[t] = sum_i q[i] K[keys[t]][i] for t < n, KEYS_PER_TILE keys at a time (independent sums keep the
- * adder busy): each key summed in 4 lanes, then (l0 + l2) + (l1 + l3), then the hd % 4 tail in order. */
-static void key_dots(float *scores, const float *q, const float *K, const int *keys, int n, int hd) {
-    const int hd4 = hd / 4 * 4;
-    for (int t = 0; t < n; t += KEYS_PER_TILE) {
-        const float *k[KEYS_PER_TILE]; /* a short last tile repeats its last key; those sums are dropped */
-        for (int j = 0; j < KEYS_PER_TILE; j++) k[j] = K + (size_t)keys[t + j < n ? t + j : n - 1] * hd;
-        float sum[KEYS_PER_TILE];
+/* Attention keeps 8 independent sums in registers (enough to keep the adder busy): 8 keys for one query row,
+ * or 4 keys for two query rows that share each load of a key (the query heads of one kv head). */
+#define ATTEND_SUMS 8
+
+/* scores[r * n + t] = sum_i q[r][i] K[keys[t]][i] for the `rows` (1 or 2, constant where inlined) query rows
+ * q[rows][hd] and t < n: each key summed in 4 lanes, then (l0 + l2) + (l1 + l3), then the hd % 4 tail in
+ * order, whatever `rows` is. */
+static inline __attribute__((always_inline)) void key_dots(float *scores, const float *q, int rows, const float *K, const int *keys,
+                                                            int n, int hd) {
+    const int hd4 = hd / 4 * 4, tile = ATTEND_SUMS / rows;
+    for (int t = 0; t < n; t += tile) {
+        const float *k[ATTEND_SUMS]; /* a short last tile repeats its last key; those sums are dropped */
+        for (int j = 0; j < tile; j++) k[j] = K + (size_t)keys[t + j < n ? t + j : n - 1] * hd;
+        float sum[ATTEND_SUMS]; /* [row][key of the tile] */
 #ifdef __wasm_simd128__
-        v128_t a[KEYS_PER_TILE];
-        for (int j = 0; j < KEYS_PER_TILE; j++) a[j] = wasm_f32x4_splat(0.0f);
-        for (int i = 0; i < hd4; i += 4) {
-            const v128_t qi = wasm_v128_load(q + i);
-            for (int j = 0; j < KEYS_PER_TILE; j++) a[j] = wasm_f32x4_add(a[j], wasm_f32x4_mul(qi, wasm_v128_load(k[j] + i)));
-        }
-        for (int j = 0; j < KEYS_PER_TILE; j += 4) wasm_v128_store(sum + j, sum4x4_f32(a[j], a[j + 1], a[j + 2], a[j + 3]));
+        v128_t a[ATTEND_SUMS];
+        for (int m = 0; m < ATTEND_SUMS; m++) a[m] = wasm_f32x4_splat(0.0f);
+        for (int i = 0; i < hd4; i += 4)
+            for (int r = 0; r < rows; r++) {
+                const v128_t qi = wasm_v128_load(q + (size_t)r * hd + i);
+                for (int j = 0; j < tile; j++) a[r * tile + j] = wasm_f32x4_add(a[r * tile + j], wasm_f32x4_mul(qi, wasm_v128_load(k[j] + i)));
+            }
+        for (int m = 0; m < ATTEND_SUMS; m += 4) wasm_v128_store(sum + m, sum4x4_f32(a[m], a[m + 1], a[m + 2], a[m + 3]));
 #else
-        for (int j = 0; j < KEYS_PER_TILE; j++) {
-            float l[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int i = 0; i < hd4; i += 4)
-                for (int c = 0; c < 4; c++) l[c] += q[i + c] * k[j][i + c];
-            sum[j] = (l[0] + l[2]) + (l[1] + l[3]);
-        }
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < tile; j++) {
+                float l[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (int i = 0; i < hd4; i += 4)
+                    for (int c = 0; c < 4; c++) l[c] += q[(size_t)r * hd + i + c] * k[j][i + c];
+                sum[r * tile + j] = (l[0] + l[2]) + (l[1] + l[3]);
+            }
 #endif
-        for (int j = 0; j < KEYS_PER_TILE && t + j < n; j++) {
-            for (int i = hd4; i < hd; i++) sum[j] += q[i] * k[j][i];
-            scores[t + j] = sum[j];
-        }
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < tile && t + j < n; j++) {
+                float v = sum[r * tile + j];
+                for (int i = hd4; i < hd; i++) v += q[(size_t)r * hd + i] * k[j][i];
+                scores[(size_t)r * n + t + j] = v;
+            }
     }
 }
 
-/* o[i] = sum over t in order of p[t] V[keys[t]][i] (as k_axpy would add them), for the 4 * nacc columns from
- * i0, held in registers across all keys; nacc <= 8 and constant where inlined. */
-static inline __attribute__((always_inline)) void weighted_values(float *o, const float *p, const float *V, const int *keys, int n,
-                                                                  int hd, int i0, int nacc) {
+/* o[r][i] = sum over t in order of p[r][t] V[keys[t]][i] (as k_axpy would add them) for the `rows` (1 or 2)
+ * rows of probabilities p[rows][n] and the 4 * cols4 columns from i0, held in registers across all keys;
+ * rows * cols4 <= ATTEND_SUMS, constants where inlined. */
+static inline __attribute__((always_inline)) void weighted_values(float *o, const float *p, int rows, const float *V, const int *keys,
+                                                                  int n, int hd, int i0, int cols4) {
 #ifdef __wasm_simd128__
-    v128_t a[8];
-    for (int c = 0; c < nacc; c++) a[c] = wasm_f32x4_splat(0.0f);
+    v128_t a[ATTEND_SUMS];
+    for (int m = 0; m < rows * cols4; m++) a[m] = wasm_f32x4_splat(0.0f);
     for (int t = 0; t < n; t++) {
         const float *vt = V + (size_t)keys[t] * hd + i0;
-        const v128_t pt = wasm_f32x4_splat(p[t]);
-        for (int c = 0; c < nacc; c++) a[c] = wasm_f32x4_add(a[c], wasm_f32x4_mul(pt, wasm_v128_load(vt + 4 * c)));
+        for (int r = 0; r < rows; r++) {
+            const v128_t pt = wasm_f32x4_splat(p[(size_t)r * n + t]);
+            for (int c = 0; c < cols4; c++) a[r * cols4 + c] = wasm_f32x4_add(a[r * cols4 + c], wasm_f32x4_mul(pt, wasm_v128_load(vt + 4 * c)));
+        }
     }
-    for (int c = 0; c < nacc; c++) wasm_v128_store(o + i0 + 4 * c, a[c]);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols4; c++) wasm_v128_store(o + (size_t)r * hd + i0 + 4 * c, a[r * cols4 + c]);
 #else
-    for (int i = i0; i < i0 + 4 * nacc; i++) {
-        float a = 0.0f;
-        for (int t = 0; t < n; t++) a += p[t] * V[(size_t)keys[t] * hd + i];
-        o[i] = a;
-    }
+    for (int r = 0; r < rows; r++)
+        for (int i = i0; i < i0 + 4 * cols4; i++) {
+            float a = 0.0f;
+            for (int t = 0; t < n; t++) a += p[(size_t)r * n + t] * V[(size_t)keys[t] * hd + i];
+            o[(size_t)r * hd + i] = a;
+        }
 #endif
+}
+
+/* Attention of `rows` (1 or 2) query rows: see k_attend. */
+static inline __attribute__((always_inline)) void attend_rows(float *o, const float *q, int rows, const float *K, const float *V,
+                                                              const float *bias, const int *keys, int n, int hd, float scale,
+                                                              float *scores) {
+    key_dots(scores, q, rows, K, keys, n, hd);
+    for (int r = 0; r < rows; r++) {
+        float *sr = scores + (size_t)r * n;
+        for (int t = 0; t < n; t++) sr[t] = sr[t] * scale + bias[keys[t]];
+        k_softmax(sr, n);
+    }
+    const int cols4 = ATTEND_SUMS / rows;
+    int i = 0;
+    for (; i + 4 * cols4 <= hd; i += 4 * cols4) weighted_values(o, scores, rows, V, keys, n, hd, i, cols4);
+    for (; i + 4 <= hd; i += 4) weighted_values(o, scores, rows, V, keys, n, hd, i, 1);
+    for (; i < hd; i++)
+        for (int r = 0; r < rows; r++) {
+            float a = 0.0f;
+            for (int t = 0; t < n; t++) a += scores[(size_t)r * n + t] * V[(size_t)keys[t] * hd + i];
+            o[(size_t)r * hd + i] = a;
+        }
 }
 
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
               int hd, float scale, float *scores) {
-    for (int r = 0; r < R; r++) {
-        float *sr = scores + (size_t)r * n;
-        key_dots(sr, q + (size_t)r * hd, K, keys, n, hd);
-        for (int t = 0; t < n; t++) sr[t] = sr[t] * scale + bias[keys[t]];
-        k_softmax(sr, n);
-    }
-    for (int r = 0; r < R; r++) {
-        const float *p = scores + (size_t)r * n;
-        float *orow = o + (size_t)r * hd;
-        int i = 0;
-        for (; i + 32 <= hd; i += 32) weighted_values(orow, p, V, keys, n, hd, i, 8); /* 8 independent sums per key */
-        for (; i + 4 <= hd; i += 4) weighted_values(orow, p, V, keys, n, hd, i, 1);
-        for (; i < hd; i++) {
-            float a = 0.0f;
-            for (int t = 0; t < n; t++) a += p[t] * V[(size_t)keys[t] * hd + i];
-            orow[i] = a;
-        }
-    }
+    int r = 0;
+    for (; r + 2 <= R; r += 2) /* query heads in pairs share each load of a key and a value */
+        attend_rows(o + (size_t)r * hd, q + (size_t)r * hd, 2, K, V, bias, keys, n, hd, scale, scores + (size_t)r * n);
+    if (r < R) attend_rows(o + (size_t)r * hd, q + (size_t)r * hd, 1, K, V, bias, keys, n, hd, scale, scores + (size_t)r * n);
 }
 
 int k_argmax(const float *x, int n) {
