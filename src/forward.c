@@ -17,9 +17,9 @@
 
 /* Decoding on all threads loses when another process holds a core: a worker descheduled while it holds a
  * claimed chunk stalls the whole step. So the session times DECODE_PROBE_STEPS generation steps of one token on
- * one thread and as many on all of them, then uses the faster until the next probe. Probes come every 64 steps,
- * and twice as far apart (up to 1024) each time the choice stays the same. Results do not depend on the
- * thread count. */
+ * one thread and as many on all of them, then uses the faster (by the median step) until the next probe.
+ * Probes come every 64 steps, and twice as far apart (up to 1024) each time the choice stays the same.
+ * Results do not depend on the thread count. */
 #define DECODE_PROBE_STEPS 4
 #define DECODE_PROBE_MIN_PERIOD 64
 #define DECODE_PROBE_MAX_PERIOD 1024
@@ -27,7 +27,7 @@ typedef struct {
     long step;    /* one-token steps so far */
     long start;   /* the step the current period began with (a probe first) */
     long period;  /* its length in steps (0 before the first) */
-    double ms[2]; /* this probe's time on one thread, on all */
+    double ms[2][DECODE_PROBE_STEPS]; /* this probe's steps on one thread, on all */
     int use_all;  /* the last probe's choice */
 } DecodeProbe;
 
@@ -35,6 +35,17 @@ typedef struct {
 static long decode_probe_offset(const DecodeProbe *p) {
     const long k = p->step - p->start;
     return p->period == 0 || k >= p->period ? 0 : k;
+}
+
+/* The median of the DECODE_PROBE_STEPS times t (reordered). */
+static double median_ms(double *t) {
+    for (int i = 1; i < DECODE_PROBE_STEPS; i++)
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            const double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return (t[(DECODE_PROBE_STEPS - 1) / 2] + t[DECODE_PROBE_STEPS / 2]) / 2;
 }
 
 /* The number of threads (1 or all) for the next one-token step. */
@@ -50,12 +61,12 @@ static void decode_probe_record(DecodeProbe *p, double ms) {
     const long k = decode_probe_offset(p);
     if (k == 0) {
         p->start = p->step;
-        p->ms[0] = p->ms[1] = 0.0;
         if (p->period == 0) p->period = DECODE_PROBE_MIN_PERIOD;
     }
-    if (k < 2 * DECODE_PROBE_STEPS) p->ms[k / DECODE_PROBE_STEPS] += ms;
+    if (k < 2 * DECODE_PROBE_STEPS) p->ms[k / DECODE_PROBE_STEPS][k % DECODE_PROBE_STEPS] = ms;
     if (k == 2 * DECODE_PROBE_STEPS - 1) {
-        const int use_all = p->ms[1] <= p->ms[0];
+        /* the median step of each side: one odd step (a thread descheduled once, a cold cache) does not decide */
+        const int use_all = median_ms(p->ms[1]) <= median_ms(p->ms[0]);
         const int same = p->start > 0 && use_all == p->use_all;
         p->period = same ? (p->period * 2 < DECODE_PROBE_MAX_PERIOD ? p->period * 2 : DECODE_PROBE_MAX_PERIOD) : DECODE_PROBE_MIN_PERIOD;
         p->use_all = use_all;

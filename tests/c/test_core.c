@@ -145,10 +145,15 @@ static void test_decode_probe(void) {
         if (k == 0) probes++;
         if (k < DECODE_PROBE_STEPS) CHECK(n == 1, "step %ld should probe one thread", step);
         else if (k < 2 * DECODE_PROBE_STEPS) CHECK(n == all, "step %ld should probe all threads", step);
-        /* all threads are faster (2 ms vs 3 ms) except while a core is taken (5 ms vs 3 ms) */
+        /* all threads are faster (2 ms vs 3 ms) except while a core is taken (5 ms vs 3 ms); one odd step in
+         * each window (a slow first step on one thread, a lucky fast one on all) must not decide */
         const int busy = step >= busy_from && step < quiet_from;
         if (k >= 2 * DECODE_PROBE_STEPS) wrong += n != (busy ? 1 : all);
-        decode_probe_record(&p, n == 1 ? 3.0 : busy ? 5.0 : 2.0);
+        /* a probe at most DECODE_PROBE_MAX_PERIOD steps after a change gets it right, and keeps it */
+        const int settled = (step >= busy_from + 500 && step < quiet_from) || step >= quiet_from + DECODE_PROBE_MAX_PERIOD + 2 * DECODE_PROBE_STEPS;
+        if (settled && k >= 2 * DECODE_PROBE_STEPS) CHECK(n == (busy ? 1 : all), "step %ld: %d threads", step, n);
+        const double odd = k == 0 ? 20.0 : k == DECODE_PROBE_STEPS ? 0.5 : 0.0;
+        decode_probe_record(&p, odd > 0.0 ? odd : n == 1 ? 3.0 : busy ? 5.0 : 2.0);
     }
     /* a wrong choice lasts at most until the next probe, which comes at most DECODE_PROBE_MAX_PERIOD later */
     CHECK(wrong > 0 && wrong <= 2 * DECODE_PROBE_MAX_PERIOD, "%ld steps on the slower choice", wrong);
