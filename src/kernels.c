@@ -422,7 +422,7 @@ void k_residual(float *y, const float *r, const float *h, int n) {
  * e^x = 2^n e^r with n = nearest(x / ln2) and r = x - n ln2 (ln2 split in two, Cody-Waite, exact without
  * FMA); e^r by Cephes' expf polynomial (about 1 ulp); 2^n applied as two exact power-of-two factors so that
  * overflow (inf) and underflow (subnormals, 0) come out as from expf. The scalar and SIMD paths do the same
- * operations in the same order: the same bits in every build. NaN stays NaN. */
+ * operations in the same order, so both give the same values. NaN stays NaN. */
 /* Cephes' expf polynomial, highest degree first: e^r ~ 1 + r + r^2 (C0 r^5 + ... + C5) */
 static const float EXP_C[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
                                5.0000001201e-1f};

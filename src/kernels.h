@@ -40,12 +40,13 @@ void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void k_residual(float *y, const float *r, const float *h, int n);
 /* Attention of R query heads q[R][hd] that share one kv head, over the n cached keys keys[0..n):
  * o[r] = sum_t softmax_t(q[r] . K[keys[t]] * scale + bias[keys[t]]) V[keys[t]]; scores: [R][n] scratch.
- * The same bits in every build; the values are summed over keys in order, as k_axpy one by one would. */
+ * Each score and each output column is summed in one fixed order whatever R and n (values over keys in
+ * order, as k_axpy one by one would), so decoding and prefill agree bitwise. */
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
               int hd, float scale, float *scores);
 /* Index of the first maximum of x[0..n) (torch.argmax for finite values). */
 int k_argmax(const float *x, int n);
-/* e^x to about 1 ulp, the same bits in every build (the SIMD lanes of k_softmax and k_swiglu use it too). */
+/* e^x within 2 ulp; the SIMD lanes of k_softmax and k_swiglu do the same operations in the same order. */
 float k_exp(float x);
 /* In-place softmax over n values (fp32). */
 void k_softmax(float *x, int n);
