@@ -765,7 +765,7 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
     /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the
      * bias row's key selection is repeated per head; the sums are the same). */
     const int heads_per_row = heads_per_bias_row(m);
-    const int threads = doge_session_threads(s);
+    const int threads = pool_active(s->pool);
     LayerJob job = {s, 0, P, U, S, threads > 1 && S * m->bias_rows < 2 * threads ? 1 : heads_per_row, NULL, NULL};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];

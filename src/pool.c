@@ -185,6 +185,8 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
 
 int pool_threads(const Pool *p) { return p->n_threads; }
 
+int pool_active(const Pool *p) { return p->active; }
+
 void pool_set_active(Pool *p, int n) { p->active = n < 1 ? 1 : n > p->n_threads ? p->n_threads : n; }
 
 void pool_free(Pool *p) {

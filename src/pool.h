@@ -16,6 +16,7 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
 int pool_threads(const Pool *p);
 /* How many of them take part in the next pool_run calls (1..pool_threads; 1 runs work on the caller alone). */
 void pool_set_active(Pool *p, int n);
+int pool_active(const Pool *p);
 void pool_free(Pool *p);
 
 #endif
