@@ -171,8 +171,9 @@ int k_argmax(const float *x, int n) {
 }
 
 /* ---- fp32 matmul ----------------------------------------------------------------------------------
- * Every row is one k_dot: the same summation order in prefill, decode, attention and every thread count.
- * (Blocks of 4 rows sharing each load of x were no faster in Chromium and much slower in Node 20's V8.) */
+ * Every row is summed as one k_dot: the same order in prefill, decode and every thread count. Decoding takes
+ * two distant rows at a time (two memory streams); blocks of 4 adjacent rows sharing each load of x were no
+ * faster in Chromium and much slower in Node 20's V8. */
 
 #ifdef __wasm_simd128__
 /* dot_impl of one x with two rows at once, each summed exactly as dot_impl sums it: two weight streams in flight
