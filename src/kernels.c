@@ -8,29 +8,41 @@
 #include <wasm_simd128.h>
 #endif
 
-static inline float dot_impl(const float *a, const float *b, int n) {
+/* out[r] = sum_i a[i] b[r][i] for `rows` (1 or 2, constant where inlined) rows b[r], each summed in one order
+ * whatever `rows` is: in SIMD four f32x4 sums over steps of 16 (then of 4 into the first), added as
+ * (s0 + s1) + (s2 + s3) and lane by lane; in the portable path eight lanes over steps of 8, then a fixed tree;
+ * then the elements left one by one. Two rows share each load of a and keep two weight streams in flight. */
+static inline __attribute__((always_inline)) void dot_rows(float *out, const float *a, const float *const *b, int rows, int n) {
     int i = 0;
 #ifdef __wasm_simd128__
-    v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0, s2 = s0, s3 = s0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(wasm_v128_load(a + i), wasm_v128_load(b + i)));
-        s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(wasm_v128_load(a + i + 4), wasm_v128_load(b + i + 4)));
-        s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(wasm_v128_load(a + i + 8), wasm_v128_load(b + i + 8)));
-        s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(wasm_v128_load(a + i + 12), wasm_v128_load(b + i + 12)));
+    v128_t s[2][4];
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < 4; j++) s[r][j] = wasm_f32x4_splat(0.0f);
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 4; j++) {
+            const v128_t aj = wasm_v128_load(a + i + 4 * j);
+            for (int r = 0; r < rows; r++) s[r][j] = wasm_f32x4_add(s[r][j], wasm_f32x4_mul(aj, wasm_v128_load(b[r] + i + 4 * j)));
+        }
+    for (; i + 4 <= n; i += 4) {
+        const v128_t ai = wasm_v128_load(a + i);
+        for (int r = 0; r < rows; r++) s[r][0] = wasm_f32x4_add(s[r][0], wasm_f32x4_mul(ai, wasm_v128_load(b[r] + i)));
     }
-    for (; i + 4 <= n; i += 4) s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(wasm_v128_load(a + i), wasm_v128_load(b + i)));
-    v128_t s = wasm_f32x4_add(wasm_f32x4_add(s0, s1), wasm_f32x4_add(s2, s3));
-    float sum = wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 1) + wasm_f32x4_extract_lane(s, 2) +
-                wasm_f32x4_extract_lane(s, 3);
+    for (int r = 0; r < rows; r++) {
+        const v128_t t = wasm_f32x4_add(wasm_f32x4_add(s[r][0], s[r][1]), wasm_f32x4_add(s[r][2], s[r][3]));
+        out[r] = wasm_f32x4_extract_lane(t, 0) + wasm_f32x4_extract_lane(t, 1) + wasm_f32x4_extract_lane(t, 2) +
+                 wasm_f32x4_extract_lane(t, 3);
+    }
 #else
     /* Eight independent lanes let the compiler vectorise without reassociating a single sum. */
-    float acc[8] = {0};
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (int r = 0; r < rows; r++) {
+        float acc[8] = {0};
+        for (i = 0; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[r][i + j];
+        out[r] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
 #endif
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
+    for (; i < n; i++)
+        for (int r = 0; r < rows; r++) out[r] += a[i] * b[r][i];
 }
 
 void k_axpy(float *y, float a, const float *x, int n) {
@@ -43,7 +55,11 @@ void k_axpy(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-float k_dot(const float *a, const float *b, int n) { return dot_impl(a, b, n); }
+float k_dot(const float *a, const float *b, int n) {
+    float v;
+    dot_rows(&v, a, &b, 1, n);
+    return v;
+}
 
 #ifdef __wasm_simd128__
 /* [sum a, sum b, sum c, sum d] of four f32x4 vectors, each summed as (l0 + l2) + (l1 + l3) */
@@ -175,53 +191,18 @@ int k_argmax(const float *x, int n) {
  * two distant rows at a time (two memory streams); blocks of 4 adjacent rows sharing each load of x were no
  * faster in Chromium and much slower in Node 20's V8. */
 
-#ifdef __wasm_simd128__
-/* dot_impl of one x with two rows at once, each summed exactly as dot_impl sums it: two weight streams in flight
- * read memory faster than one. */
-static void dot_2_rows(float out[2], const float *a, const float *b0, const float *b1, int n) {
-    v128_t s0 = wasm_f32x4_splat(0.0f), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const v128_t a0 = wasm_v128_load(a + i), a1 = wasm_v128_load(a + i + 4), a2 = wasm_v128_load(a + i + 8),
-                     a3 = wasm_v128_load(a + i + 12);
-        s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(a0, wasm_v128_load(b0 + i)));
-        t0 = wasm_f32x4_add(t0, wasm_f32x4_mul(a0, wasm_v128_load(b1 + i)));
-        s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(a1, wasm_v128_load(b0 + i + 4)));
-        t1 = wasm_f32x4_add(t1, wasm_f32x4_mul(a1, wasm_v128_load(b1 + i + 4)));
-        s2 = wasm_f32x4_add(s2, wasm_f32x4_mul(a2, wasm_v128_load(b0 + i + 8)));
-        t2 = wasm_f32x4_add(t2, wasm_f32x4_mul(a2, wasm_v128_load(b1 + i + 8)));
-        s3 = wasm_f32x4_add(s3, wasm_f32x4_mul(a3, wasm_v128_load(b0 + i + 12)));
-        t3 = wasm_f32x4_add(t3, wasm_f32x4_mul(a3, wasm_v128_load(b1 + i + 12)));
-    }
-    for (; i + 4 <= n; i += 4) {
-        const v128_t ai = wasm_v128_load(a + i);
-        s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(ai, wasm_v128_load(b0 + i)));
-        t0 = wasm_f32x4_add(t0, wasm_f32x4_mul(ai, wasm_v128_load(b1 + i)));
-    }
-    const v128_t s = wasm_f32x4_add(wasm_f32x4_add(s0, s1), wasm_f32x4_add(s2, s3));
-    const v128_t t = wasm_f32x4_add(wasm_f32x4_add(t0, t1), wasm_f32x4_add(t2, t3));
-    out[0] = wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 1) + wasm_f32x4_extract_lane(s, 2) + wasm_f32x4_extract_lane(s, 3);
-    out[1] = wasm_f32x4_extract_lane(t, 0) + wasm_f32x4_extract_lane(t, 1) + wasm_f32x4_extract_lane(t, 2) + wasm_f32x4_extract_lane(t, 3);
-    for (; i < n; i++) {
-        out[0] += a[i] * b0[i];
-        out[1] += a[i] * b1[i];
-    }
-}
-#endif
-
 void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int S, int in, int out, int o0, int o1) {
-#ifdef __wasm_simd128__
     if (S == 1) { /* decoding: rows o and o + half together, two distant streams */
         const int half = (o1 - o0) / 2;
         for (int o = o0; o < o0 + half; o++) {
+            const float *rows[2] = {w + (size_t)o * in, w + (size_t)(o + half) * in};
             float v[2];
-            dot_2_rows(v, x, w + (size_t)o * in, w + (size_t)(o + half) * in, in);
+            dot_rows(v, x, rows, 2, in);
             y[o] = b ? v[0] + b[o] : v[0];
             y[o + half] = b ? v[1] + b[o + half] : v[1];
         }
         o0 += 2 * half; /* the odd row left, if any */
     }
-#endif
     for (int o = o0; o < o1; o++) { /* each row meets all S tokens while it is in L1 */
         const float *wo = w + (size_t)o * in;
         for (int s = 0; s < S; s++) {
