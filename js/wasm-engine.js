@@ -311,7 +311,11 @@ export class WasmSession extends CObject {
     this.threads = this.engine.mod._doge_session_threads(handle);
     this.cacheBytes = this.engine.mod._doge_session_cache_bytes(handle);
     this.bounded = false;
-    this.batch = 256;
+  }
+
+  /** Tokens per piece of a long call (setBatch). */
+  get batch() {
+    return this.engine.mod._doge_session_batch(this.handle);
   }
 
   /** Tokens seen since the last reset (the next token's position). */
@@ -336,7 +340,6 @@ export class WasmSession extends CObject {
       throw new DogeError('BAD_ARGUMENT', `batchSize must be an integer from 1 to ${1 << 24}, got ${tokens}`);
     }
     this.engine.mod._doge_session_set_batch(this.handle, tokens);
-    this.batch = tokens;
   }
 
   /**

@@ -105,6 +105,7 @@ int doge_session_set_bounded(DogeSession *s, int on, DogeError *err);
  * llama.cpp's micro-batch): the activations' memory is sized by the piece, not the prompt. Results do not
  * depend on it. MoE models and sequence classifiers run every call whole (their results depend on it). */
 void doge_session_set_batch(DogeSession *s, int tokens);
+int doge_session_batch(const DogeSession *s);
 int doge_session_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
 double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */

@@ -730,6 +730,7 @@ static void compact_cache(DogeSession *s) {
     s->used = W;
 }
 void doge_session_set_batch(DogeSession *s, int tokens) { s->batch = tokens < 1 ? 1 : tokens; }
+int doge_session_batch(const DogeSession *s) { return s->batch; }
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
 double doge_session_cache_bytes(const DogeSession *s) {
