@@ -91,13 +91,16 @@ static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 /* Scales of an int8 matrix: rows padded to a multiple of 4 (kernels.h k_q8_scale_index). */
 static size_t int8_scales(const Slot *s) { return ((size_t)s->shape[0] + 3) / 4 * 4 * ((size_t)s->shape[1] / Q8_GROUP); }
 
-/* Bytes of an int8 matrix: the values (one per scale and group member), then the scales. */
-static size_t int8_bytes(const Slot *s) { return align64(int8_scales(s) * Q8_GROUP) + align64(int8_scales(s) * sizeof(float)); }
+/* Values of an int8 matrix: a group of Q8_GROUP per scale (the padding rows included). */
+static size_t int8_values(const Slot *s) { return int8_scales(s) * Q8_GROUP; }
+
+/* Bytes of an int8 matrix: the values, then the scales. */
+static size_t int8_bytes(const Slot *s) { return align64(int8_values(s)) + align64(int8_scales(s) * sizeof(float)); }
 
 static void point_int8(Mat *mat, uint8_t *block, const Slot *s) {
     mat->f = NULL;
     mat->q = (int8_t *)block;
-    mat->d = (float *)(block + align64(int8_scales(s) * Q8_GROUP));
+    mat->d = (float *)(block + align64(int8_values(s)));
 }
 
 static int is_lm_head(const DogeLoader *ld, const Slot *s) { return s->mat == &ld->model->lm_head; }
