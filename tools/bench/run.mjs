@@ -45,6 +45,12 @@ function prepare(name) {
   }
 }
 
+/** The arguments of `node` for `doge-wasm bench --json` on a bench model, then `more`. */
+const wasmBench = (model, ...more) => ['js/cli.js', 'bench', '--json', '--model', `build/bench/models/${model}`, ...more];
+
+/** The JSON object a benchmark prints last. */
+const lastJson = (stdout) => JSON.parse(stdout.trim().split('\n').pop());
+
 /** Every configuration measured for one model: [label, command, args]; each prints one JSON object last. */
 function configs(name) {
   const dir = `build/bench/models/${name}`;
@@ -52,8 +58,8 @@ function configs(name) {
   const ours = [];
   for (const w of ['f32', 'int8']) {
     for (const t of [1, 2]) ours.push([`doge-native ${w} ${t}t`, 'build/native/doge-native', ['bench', '--model', dir, '--weights', w, '--threads', String(t)]]);
-    ours.push([`doge-wasm node single ${w} 1t`, 'node', ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', w, '--build', 'single']]);
-    for (const t of [1, 2]) ours.push([`doge-wasm node threads ${w} ${t}t`, 'node', ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', w, '--build', 'threads', '--threads', String(t)]]);
+    ours.push([`doge-wasm node single ${w} 1t`, 'node', wasmBench(name, '--weights', w, '--build', 'single')]);
+    for (const t of [1, 2]) ours.push([`doge-wasm node threads ${w} ${t}t`, 'node', wasmBench(name, '--weights', w, '--build', 'threads', '--threads', String(t))]);
     for (const t of [1, 2]) ours.push([`doge-wasm chromium ${w} ${t}t`, 'node', ['tools/bench/ours_browser.mjs', '--model', dir, '--weights', w, '--threads', String(t)]]);
   }
   const peers = [
@@ -75,7 +81,7 @@ function runOnce([label, cmd, args]) {
   const r = sh(cmd, args, { timeoutMs: 10 * 60e3 });
   try {
     if (!r.ok) throw new Error(r.stderr.trim().split('\n').slice(-2).join(' '));
-    return JSON.parse(r.stdout.trim().split('\n').pop());
+    return lastJson(r.stdout);
   } catch (e) {
     return { error: `${label}: ${String(e.message ?? e).slice(0, 300)}` };
   }
@@ -111,11 +117,10 @@ function measureAll(model, list, repeat = REPEAT) {
 
 /** Constant memory: int8 generation with the bounded cache (keep_window_size + 256 slots), short and long. */
 function longRuns(model) {
-  const dir = `build/bench/models/${model}`;
   const ctx = String(2048 + 256);
   return measureAll(model, [1000, Number(values['long-tokens'])].map((n) => [`doge-wasm node single int8 1t bounded ${n}`, 'node',
-    ['js/cli.js', 'bench', '--json', '--model', dir, '--weights', 'int8', '--build', 'single', '--bounded-cache', '--context-length', ctx,
-      '--prompt-tokens', '16', '--new-tokens', String(n)]]), 1);
+    wasmBench(model, '--weights', 'int8', '--build', 'single', '--bounded-cache', '--context-length', ctx, '--prompt-tokens', '16',
+      '--new-tokens', String(n))]), 1);
 }
 
 /** "2 threads never slower than 1" when another process holds a core: int8 decoding, 1 and 2 threads, 512 new
@@ -124,8 +129,7 @@ function busyCoreRuns(model) {
   const busy = spawn('node', ['-e', 'for (;;) {}'], { stdio: 'ignore' });
   try {
     return measureAll(model, [1, 2].map((t) => [`doge-wasm node threads int8 ${t}t one core busy`, 'node',
-      ['js/cli.js', 'bench', '--json', '--model', `build/bench/models/${model}`, '--weights', 'int8', '--build', 'threads',
-        '--threads', String(t), '--new-tokens', '512']]));
+      wasmBench(model, '--weights', 'int8', '--build', 'threads', '--threads', String(t), '--new-tokens', '512')]));
   } finally {
     busy.kill();
   }
@@ -134,10 +138,10 @@ function busyCoreRuns(model) {
 /** What two cores give on this machine: two single-thread int8 benches at once, each against one alone (2.0 = two
  * free cores; vCPUs that share a physical core or a busy host give less). Bounds what 2 threads can reach. */
 async function parallelCeiling(model) {
-  const args = ['js/cli.js', 'bench', '--json', '--model', `build/bench/models/${model}`, '--weights', 'int8', '--build', 'single'];
+  const args = wasmBench(model, '--weights', 'int8', '--build', 'single');
   const once = () => new Promise((resolve) => execFile('node', args, { cwd: root }, (err, stdout) => {
     try {
-      resolve(err ? null : JSON.parse(stdout.trim().split('\n').pop()));
+      resolve(err ? null : lastJson(stdout));
     } catch {
       resolve(null);
     }
@@ -154,10 +158,14 @@ async function parallelCeiling(model) {
   return entry;
 }
 
-if (values['render-only']) { // the report again from bench/results.json
-  const results = JSON.parse(readFileSync(`${root}bench/results.json`, 'utf8'));
+/** bench/RESULTS.md and bench/decode.svg from the results. */
+function writeReport(results) {
   writeFileSync(`${root}bench/RESULTS.md`, renderMarkdown(results));
   writeFileSync(`${root}bench/decode.svg`, renderSvg(results));
+}
+
+if (values['render-only']) { // the report again from bench/results.json
+  writeReport(JSON.parse(readFileSync(`${root}bench/results.json`, 'utf8')));
   process.exit(0);
 }
 
@@ -173,6 +181,5 @@ for (const model of values.models.split(',')) {
 }
 mkdirSync(`${root}bench`, { recursive: true });
 writeFileSync(`${root}bench/results.json`, JSON.stringify(results, null, 1) + '\n');
-writeFileSync(`${root}bench/RESULTS.md`, renderMarkdown(results));
-writeFileSync(`${root}bench/decode.svg`, renderSvg(results));
+writeReport(results);
 console.log(`bench: wrote bench/results.json, bench/RESULTS.md, bench/decode.svg`);
