@@ -1,7 +1,6 @@
 // The public API (js/index.js) end to end through the engine worker, on both wasm builds.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-
 import { loadModel, DogeError } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
 import { startHub } from './hub-server.js';

@@ -2,7 +2,6 @@
 // per layer and kv head. Its results must be exactly those of an unbounded cache, far past the window.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-
 import { loadModel } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
 import { CASES_DIR, runCli, tempDir } from './helpers.js';

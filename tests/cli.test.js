@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { runCli, run, ROOT, NATIVE, tempDir } from './helpers.js';
+import { runCli, run, ROOT, NATIVE, argmaxRows, tempDir } from './helpers.js';
 import { benchPrompt } from '../js/bench.js';
 import { writeTinyModel, CHAT_TEMPLATE } from './fixtures.js';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
@@ -88,8 +88,7 @@ test('bench prints speeds and memory as JSON; its first token is the model\'s gr
   const V = JSON.parse(readFileSync(`${dir}/config.json`, 'utf8')).vocab_size;
   const ids = benchPrompt(8, V);
   const native = JSON.parse(run(NATIVE, ['logits', '--model', dir, '--ids', ids.join(',')]).stdout);
-  const last = native.logits.slice(-V);
-  assert.equal(out.first_token, last.indexOf(Math.max(...last)));
+  assert.equal(out.first_token, argmaxRows(native.logits, V).at(-1));
 });
 
 test('every command has --help', () => {

@@ -59,7 +59,8 @@ export function relError(got, ref) {
   return diff / scale;
 }
 
-function argmaxRows(v, width) {
+/** The index of the first maximum of each row of width `width` in v. */
+export function argmaxRows(v, width) {
   const out = [];
   for (let r = 0; r < v.length / width; r++) {
     let best = 0;
