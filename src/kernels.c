@@ -251,9 +251,8 @@ void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
     const int G = n / Q8_GROUP;
     int16_t t[Q8_GROUP];
     for (int g = 0; g < G; g++) {
-        const size_t at = k_q8_scale_index(row, g, G);
-        d[at] = quantize_group(x + g * Q8_GROUP, t);
-        for (int i = 0; i < Q8_GROUP; i++) q[at * Q8_GROUP + i] = (int8_t)t[i];
+        d[k_q8_scale_index(row, g, G)] = quantize_group(x + g * Q8_GROUP, t);
+        for (int i = 0; i < Q8_GROUP; i++) q[k_q8_index(row, g * Q8_GROUP + i, G)] = (int8_t)t[i];
     }
 }
 
@@ -262,122 +261,134 @@ void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int 
 }
 
 #ifdef __wasm_simd128__
-/* 8 int8 weights widened to int16 as they are loaded (v128.load8x8_s: one x86 instruction; extending the high
- * half of a 16-byte load costs two) */
-static inline v128_t load_wide8(const int8_t *w) { return wasm_i16x8_load8x8(w); }
+/* Pair j of a group of a 4-row block (8 bytes: 2 values of each row, see k_q8_index) widened to int16 as it is
+ * loaded (v128.load8x8_s: one x86 instruction). */
+static inline v128_t load_pair_of_4_rows(const int8_t *block_group, int j) { return wasm_i16x8_load8x8(block_group + 8 * j); }
 
-/* i32x4 partial sums of one group of 32 products w[i] x[i] */
-static inline v128_t group_sum(const int8_t *w, const int16_t *x) {
-    v128_t s = wasm_i32x4_dot_i16x8(load_wide8(w), wasm_v128_load(x));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 8), wasm_v128_load(x + 8)));
-    s = wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 16), wasm_v128_load(x + 16)));
-    return wasm_i32x4_add(s, wasm_i32x4_dot_i16x8(load_wide8(w + 24), wasm_v128_load(x + 24)));
+/* Activations 2j, 2j + 1 of a group (int16) repeated in all 4 lanes: against load_pair_of_4_rows, one dot
+ * product adds the pair to each row's lane. */
+static inline v128_t load_pair_splat(const int16_t *group, int j) { return wasm_v128_load32_splat(group + 2 * j); }
+
+/* s[k][t] += pair j of the group of block k (w[k]: its first byte) times pair j of token t (xg + t * in). */
+static inline __attribute__((always_inline)) void q8_pair_step(v128_t s[4][4], const int8_t *const *w, const int16_t *xg, int in,
+                                                               int NB, int NT, int j) {
+    v128_t wj[4];
+    for (int k = 0; k < NB; k++) wj[k] = load_pair_of_4_rows(w[k], j);
+    for (int t = 0; t < NT; t++) {
+        const v128_t x = load_pair_splat(xg + (size_t)t * in, j);
+        for (int k = 0; k < NB; k++) s[k][t] = wasm_i32x4_add(s[k][t], wasm_i32x4_dot_i16x8(wj[k], x));
+    }
 }
 
-/* [sum a, sum b, sum c, sum d] of four i32x4 vectors (exact: integers) */
-static inline v128_t sum4x4(v128_t a, v128_t b, v128_t c, v128_t d) {
-    const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
-    const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
-    return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
-}
-#endif
-
-/* out[0..rows) for the rows <= 4 of one 4-row block of an int8 matrix (w: its values, d: its scales, see
- * k_q8_scale_index) and one token: its activations xq[in] and their scales xd[g * xd_stride]. */
-static void dot_q8_block(float *out, int rows, const int16_t *xq, const float *xd, int xd_stride, const int8_t *w, const float *d,
-                         int in) {
+/* y[t][o[k] .. o[k] + rows[k]) (+ b) for NB 4-row blocks starting at rows o[k] and NT consecutive tokens
+ * xq[NT][in] (scales xd[g * xd_stride + t]), NB * NT <= 8, constants where inlined: 4 blocks x 1 token decode,
+ * 2 blocks x 4 tokens prefill. The sums of block k and token t stay in the 4 lanes of one vector: each pair of
+ * weights is widened once for NT tokens and each pair of activations loaded once for 4 * NB rows. */
+static inline __attribute__((always_inline)) void q8_blocks_tokens(float *y, int out, const int *o, const int *rows, int NB, int NT,
+                                                                   const int16_t *xq, int in, const float *xd, int xd_stride,
+                                                                   const int8_t *wq, const float *wd, const float *b) {
     const int G = in / Q8_GROUP;
-#ifdef __wasm_simd128__
-    v128_t acc = wasm_f32x4_splat(0.0f);
-    for (int g = 0; g < G; g++) { /* rows past the end of the matrix are zeros; their lanes are dropped */
-        const int16_t *xg = xq + g * Q8_GROUP;
-        const int8_t *wg = w + (size_t)g * 4 * Q8_GROUP;
-        const v128_t isum = sum4x4(group_sum(wg, xg), group_sum(wg + Q8_GROUP, xg), group_sum(wg + 2 * Q8_GROUP, xg),
-                                   group_sum(wg + 3 * Q8_GROUP, xg));
-        const v128_t scale = wasm_f32x4_mul(wasm_v128_load(d + 4 * g), wasm_f32x4_splat(xd[(size_t)g * xd_stride]));
-        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(isum), scale));
-    }
-    if (rows == 4) {
-        wasm_v128_store(out, acc);
-    } else {
-        float r[4];
-        wasm_v128_store(r, acc);
-        for (int k = 0; k < rows; k++) out[k] = r[k];
-    }
-#else
-    for (int k = 0; k < rows; k++) {
-        float acc = 0.0f;
-        for (int g = 0; g < G; g++) {
-            const int8_t *wg = w + ((size_t)g * 4 + k) * Q8_GROUP;
-            int32_t isum = 0;
-            for (int i = 0; i < Q8_GROUP; i++) isum += wg[i] * xq[g * Q8_GROUP + i];
-            acc += (float)isum * (d[4 * g + k] * xd[(size_t)g * xd_stride]);
-        }
-        out[k] = acc;
-    }
-#endif
-}
-
-#ifdef __wasm_simd128__
-/* Two weight rows (w0, w1: their first group; a row's groups lie 4 * Q8_GROUP bytes apart, see k_q8_scale_index)
- * against 4 consecutive tokens xq[4][in] (prefill): out[r][t]. Each 8 weights are widened once and each 8
- * activations loaded once for 8 (row, token) pairs; the 4 token sums of a row are scaled with one vector. The
- * same integer group sums and float order, so the same bits as dot_q8_block. */
-static void tile_q8_2_rows_4_tokens(float out[2][4], const int16_t *xq, const float *xd, int xd_stride, const int8_t *w0,
-                                    const int8_t *w1, const float *wd, size_t row0, size_t row1, int in) {
-    const int G = in / Q8_GROUP;
-    v128_t acc0 = wasm_f32x4_splat(0.0f), acc1 = acc0;
+    v128_t acc[4][4];
+    for (int k = 0; k < NB; k++)
+        for (int t = 0; t < NT; t++) acc[k][t] = wasm_f32x4_splat(0.0f);
     for (int g = 0; g < G; g++) {
-        v128_t s0[4], s1[4]; /* [token] i32x4 partial sums of rows 0 and 1 */
-        for (int t = 0; t < 4; t++) s0[t] = s1[t] = wasm_i32x4_splat(0);
-        for (int h = 0; h < Q8_GROUP; h += 16) {
-            const int8_t *a = w0 + (size_t)g * 4 * Q8_GROUP + h, *b = w1 + (size_t)g * 4 * Q8_GROUP + h;
-            const v128_t a_lo = load_wide8(a), a_hi = load_wide8(a + 8), b_lo = load_wide8(b), b_hi = load_wide8(b + 8);
-            for (int t = 0; t < 4; t++) {
-                const int16_t *x = xq + (size_t)t * in + g * Q8_GROUP + h;
-                const v128_t x_lo = wasm_v128_load(x), x_hi = wasm_v128_load(x + 8);
-                s0[t] = wasm_i32x4_add(s0[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(a_lo, x_lo), wasm_i32x4_dot_i16x8(a_hi, x_hi)));
-                s1[t] = wasm_i32x4_add(s1[t], wasm_i32x4_add(wasm_i32x4_dot_i16x8(b_lo, x_lo), wasm_i32x4_dot_i16x8(b_hi, x_hi)));
+        const int8_t *w[4];
+        v128_t s[4][4]; /* [block][token] exact integer sums of the group */
+        for (int k = 0; k < NB; k++) {
+            w[k] = wq + k_q8_index((size_t)o[k], g * Q8_GROUP, G);
+            for (int t = 0; t < NT; t++) s[k][t] = wasm_i32x4_splat(0);
+        }
+        if (NT == 1) { /* decode: two pairs a round; unrolled further, the compiler hoists every load of the group
+                        * to the top and V8 spills them (measured 35% slower) */
+#pragma clang loop unroll(disable)
+            for (int j = 0; j < Q8_GROUP / 2; j += 2) {
+                q8_pair_step(s, w, xq + g * Q8_GROUP, in, NB, NT, j);
+                q8_pair_step(s, w, xq + g * Q8_GROUP, in, NB, NT, j + 1);
+            }
+        } else {
+            for (int j = 0; j < Q8_GROUP / 2; j++) q8_pair_step(s, w, xq + g * Q8_GROUP, in, NB, NT, j);
+        }
+        for (int t = 0; t < NT; t++) {
+            const v128_t xdt = wasm_f32x4_splat(xd[(size_t)g * xd_stride + t]);
+            for (int k = 0; k < NB; k++) {
+                const v128_t scale = wasm_f32x4_mul(wasm_v128_load(wd + k_q8_scale_index((size_t)o[k], g, G)), xdt);
+                acc[k][t] = wasm_f32x4_add(acc[k][t], wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s[k][t]), scale));
             }
         }
-        const v128_t xdv = wasm_v128_load(xd + (size_t)g * xd_stride);
-        const v128_t scale0 = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row0, g, G)]), xdv);
-        const v128_t scale1 = wasm_f32x4_mul(wasm_f32x4_splat(wd[k_q8_scale_index(row1, g, G)]), xdv);
-        acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sum4x4(s0[0], s0[1], s0[2], s0[3])), scale0));
-        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(sum4x4(s1[0], s1[1], s1[2], s1[3])), scale1));
     }
-    wasm_v128_store(out[0], acc0);
-    wasm_v128_store(out[1], acc1);
+    for (int k = 0; k < NB; k++)
+        for (int t = 0; t < NT; t++) {
+            float *yt = y + (size_t)t * out + o[k];
+            if (rows[k] == 4) {
+                wasm_v128_store(yt, b ? wasm_f32x4_add(acc[k][t], wasm_v128_load(b + o[k])) : acc[k][t]);
+            } else { /* the last block of the matrix: its padding rows are dropped */
+                float r[4];
+                wasm_v128_store(r, acc[k][t]);
+                for (int i = 0; i < rows[k]; i++) yt[i] = b ? r[i] + b[o[k] + i] : r[i];
+            }
+        }
+}
+#else
+/* The portable q8_blocks_tokens: the same integer sums and float operations, the 4 rows of a block side by side
+ * as the layout keeps them (the compiler vectorises the row loop). */
+static void q8_blocks_tokens(float *y, int out, const int *o, const int *rows, int NB, int NT, const int16_t *xq, int in,
+                             const float *xd, int xd_stride, const int8_t *wq, const float *wd, const float *b) {
+    const int G = in / Q8_GROUP;
+    for (int k = 0; k < NB; k++)
+        for (int t = 0; t < NT; t++) {
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int g = 0; g < G; g++) {
+                const int8_t *wg = wq + k_q8_index((size_t)o[k], g * Q8_GROUP, G);
+                const int16_t *xg = xq + (size_t)t * in + g * Q8_GROUP;
+                const float *dg = wd + k_q8_scale_index((size_t)o[k], g, G);
+                int32_t lane[8] = {0}; /* byte l of each pair step: row l / 2, value l % 2 of the pair */
+                for (int j = 0; j < Q8_GROUP / 2; j++)
+                    for (int l = 0; l < 8; l++) lane[l] += wg[8 * j + l] * xg[2 * j + l % 2];
+                for (int r = 0; r < 4; r++) acc[r] += (float)(lane[2 * r] + lane[2 * r + 1]) * (dg[r] * xd[(size_t)g * xd_stride + t]);
+            }
+            for (int r = 0; r < rows[k]; r++) y[(size_t)t * out + o[k] + r] = b ? acc[r] + b[o[k] + r] : acc[r];
+        }
 }
 #endif
 
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1) {
-    const int G = in / Q8_GROUP;
-    int s0 = 0;
+    const int blocks = (o1 - o0 + 3) / 4;
+    int o[4], rows[4];
+    int tiled = 0; /* tokens done by the prefill tiles */
 #ifdef __wasm_simd128__
-    for (int o = o0; o < o1; o += 2) { /* 2 rows x 4 tokens at a time; the rows stay in L1 */
-        const int o_next = o + 1 < o1 ? o + 1 : o; /* an odd last row is done twice, its copy dropped */
-        for (int s = 0; s + 4 <= S; s += 4) {
-            float r[2][4];
-            tile_q8_2_rows_4_tokens(r, xq + (size_t)s * in, xd + s, S, wq + k_q8_index((size_t)o, 0, G), wq + k_q8_index((size_t)o_next, 0, G),
-                                    wd, (size_t)o, (size_t)o_next, in);
-            for (int k = 0; k <= o_next - o; k++)
-                for (int t = 0; t < 4; t++) y[(size_t)(s + t) * out + o + k] = b ? r[k][t] + b[o + k] : r[k][t];
+    tiled = S / 4 * 4;
+    for (int j = 0; j < blocks; j += 2) { /* prefill: 2 blocks x 4 tokens at a time; the blocks stay in L1 */
+        const int nb = blocks - j < 2 ? 1 : 2;
+        for (int k = 0; k < nb; k++) {
+            o[k] = o0 + 4 * (j + k);
+            rows[k] = o1 - o[k] < 4 ? o1 - o[k] : 4;
+        }
+        for (int s = 0; s < tiled; s += 4) {
+            if (nb == 2) q8_blocks_tokens(y + (size_t)s * out, out, o, rows, 2, 4, xq + (size_t)s * in, in, xd + s, S, wq, wd, b);
+            else q8_blocks_tokens(y + (size_t)s * out, out, o, rows, 1, 4, xq + (size_t)s * in, in, xd + s, S, wq, wd, b);
         }
     }
-    s0 = S / 4 * 4;
 #endif
-    /* the tokens left, 4 rows at a time, alternating between the first and the second half of the blocks: two
+    if (tiled == S) return;
+    /* the tokens left, 4 blocks at a time, two from the first and two from the second half of the blocks: two
      * distant streams read memory faster than one */
-    const int blocks = (o1 - o0 + 3) / 4, half = (blocks + 1) / 2;
-    for (int j = 0; j < blocks; j++) {
-        const int o = o0 + 4 * (j % 2 ? half + j / 2 : j / 2), rows = o1 - o < 4 ? o1 - o : 4;
-        for (int s = s0; s < S; s++) {
-            float *ys = y + (size_t)s * out + o;
-            dot_q8_block(ys, rows, xq + (size_t)s * in, xd + s, S, wq + k_q8_index((size_t)o, 0, G), wd + k_q8_scale_index((size_t)o, 0, G), in);
-            if (b)
-                for (int k = 0; k < rows; k++) ys[k] += b[o + k];
+    const int half = (blocks + 1) / 2;
+    for (int j = 0; j < blocks; j += 4) {
+        const int nb = blocks - j < 4 ? blocks - j : 4;
+        for (int k = 0; k < nb; k++) {
+            o[k] = o0 + 4 * ((j + k) % 2 ? half + (j + k) / 2 : (j + k) / 2);
+            rows[k] = o1 - o[k] < 4 ? o1 - o[k] : 4;
+        }
+        for (int s = tiled; s < S; s++) {
+            const int16_t *x = xq + (size_t)s * in;
+            float *ys = y + (size_t)s * out;
+            switch (nb) { /* constant block counts: the sums stay in registers */
+            case 4: q8_blocks_tokens(ys, out, o, rows, 4, 1, x, in, xd + s, S, wq, wd, b); break;
+            case 3: q8_blocks_tokens(ys, out, o, rows, 3, 1, x, in, xd + s, S, wq, wd, b); break;
+            case 2: q8_blocks_tokens(ys, out, o, rows, 2, 1, x, in, xd + s, S, wq, wd, b); break;
+            default: q8_blocks_tokens(ys, out, o, rows, 1, 1, x, in, xd + s, S, wq, wd, b);
+            }
         }
     }
 }

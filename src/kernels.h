@@ -16,13 +16,18 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
 
 /* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
 #define Q8_GROUP 32
-/* An int8 matrix of R rows keeps 4 consecutive rows together, group after group: the 32 values of group g of
- * rows 4b..4b+3 side by side (128 bytes), then group g + 1, so that decoding reads one stream per matrix rather
- * than one per row (faster from memory). Its scales follow the same order. Rows are padded to a multiple of 4
- * (zeros): ceil(R / 4) * 4 * G groups of values and as many scales, G groups per row. */
+/* An int8 matrix of R rows keeps 4 consecutive rows together, group after group: group g of rows 4b..4b+3 is
+ * 128 bytes, so that decoding reads one stream per matrix rather than one per row (faster from memory). Inside
+ * it the rows are interleaved by pairs of values: values 2j and 2j + 1 of row 0, of row 1, of row 2, of row 3,
+ * then pair j + 1. Eight bytes widened to int16 then hold one pair of each of the 4 rows, and one
+ * i32x4.dot_i16x8_s against a pair of activations repeated 4 times gives the 4 rows' sums in its 4 lanes: no
+ * horizontal adds. Its scales follow the block order. Rows are padded to a multiple of 4 (zeros):
+ * ceil(R / 4) * 4 * G groups of values and as many scales, G groups per row. */
 static inline size_t k_q8_scale_index(size_t row, int g, int G) { return (row / 4 * (size_t)G + (size_t)g) * 4 + row % 4; }
 /* Where value i of row `row` lives in the matrix's values. */
-static inline size_t k_q8_index(size_t row, int i, int G) { return k_q8_scale_index(row, i / Q8_GROUP, G) * Q8_GROUP + (size_t)(i % Q8_GROUP); }
+static inline size_t k_q8_index(size_t row, int i, int G) {
+    return k_q8_scale_index(row - row % 4, i / Q8_GROUP, G) * Q8_GROUP + (size_t)(i % Q8_GROUP / 2 * 8) + row % 4 * 2 + (size_t)(i % 2);
+}
 /* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP), into the matrix's values q and scales d:
  * d = absmax / 127, q = nearest(x / d) per group. */
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
