@@ -18,23 +18,32 @@
 /* Decoding on all threads loses when another process holds a core: a worker descheduled while it holds a
  * claimed chunk stalls the whole step. So the session times DECODE_PROBE_STEPS generation steps of one token on
  * one thread and as many on all of them, then uses the faster (by the median step) until the next probe.
- * Probes come every 64 steps, and twice as far apart (up to 1024) each time the choice stays the same.
+ * Probes come every 64 steps, and twice as far apart (up to 1024) each time the choice stays the same. Steps on
+ * all threads clearly slower than the fastest step on one thread (by DECODE_PROBE_LOST) end a probe after two
+ * of them, and start a probe at once when three of the last four are so while all threads are in use: a core
+ * taken away costs a few steps, not a period, while one slow step (the host's other threads) does not decide.
  * Results do not depend on the thread count. */
 #define DECODE_PROBE_STEPS 4
 #define DECODE_PROBE_MIN_PERIOD 64
 #define DECODE_PROBE_MAX_PERIOD 1024
+#define DECODE_PROBE_LOST 1.25
 typedef struct {
-    long step;    /* one-token steps so far */
-    long start;   /* the step the current period began with (a probe first) */
-    long period;  /* its length in steps (0 before the first) */
+    long step;     /* one-token steps so far */
+    long start;    /* the step the current period began with (a probe first) */
+    long period;   /* its length in steps (0 before the first) */
     double ms[2][DECODE_PROBE_STEPS]; /* this probe's steps on one thread, on all */
-    int use_all;  /* the last probe's choice */
+    int probe_len; /* steps of the current probe: 2 * DECODE_PROBE_STEPS, fewer when all threads lost early */
+    int use_all;   /* the last probe's choice */
+    double one_ms; /* the last probe's fastest step on one thread */
+    int lost;      /* steps on all threads slower than DECODE_PROBE_LOST x one_ms in this probe */
+    unsigned recent; /* since the probe, one bit a step on all threads (lowest: the last), set when lost */
+    int reprobe;   /* the next step starts a probe */
 } DecodeProbe;
 
 /* Where the next step falls in its period: 0 starts a new one. */
 static long decode_probe_offset(const DecodeProbe *p) {
     const long k = p->step - p->start;
-    return p->period == 0 || k >= p->period ? 0 : k;
+    return p->period == 0 || k >= p->period || p->reprobe ? 0 : k;
 }
 
 /* The median of the DECODE_PROBE_STEPS times t (reordered). */
@@ -52,8 +61,16 @@ static double median_ms(double *t) {
 static int decode_probe_threads(const DecodeProbe *p, int all) {
     const long k = decode_probe_offset(p);
     if (k < DECODE_PROBE_STEPS) return 1;
-    if (k < 2 * DECODE_PROBE_STEPS) return all;
+    if (k < p->probe_len) return all;
     return p->use_all ? all : 1;
+}
+
+/* The probe's choice; the next one comes twice as late if it is the same as the last. */
+static void decode_probe_decide(DecodeProbe *p, int use_all) {
+    const int same = p->start > 0 && use_all == p->use_all;
+    p->period = same ? (p->period * 2 < DECODE_PROBE_MAX_PERIOD ? p->period * 2 : DECODE_PROBE_MAX_PERIOD) : DECODE_PROBE_MIN_PERIOD;
+    p->use_all = use_all;
+    p->recent = 0;
 }
 
 /* Records how long that step took. */
@@ -61,15 +78,29 @@ static void decode_probe_record(DecodeProbe *p, double ms) {
     const long k = decode_probe_offset(p);
     if (k == 0) {
         p->start = p->step;
+        p->reprobe = 0;
+        p->lost = 0;
+        p->probe_len = 2 * DECODE_PROBE_STEPS;
         if (p->period == 0) p->period = DECODE_PROBE_MIN_PERIOD;
     }
-    if (k < 2 * DECODE_PROBE_STEPS) p->ms[k / DECODE_PROBE_STEPS][k % DECODE_PROBE_STEPS] = ms;
-    if (k == 2 * DECODE_PROBE_STEPS - 1) {
-        /* the median step of each side: one odd step (a thread descheduled once, a cold cache) does not decide */
-        const int use_all = median_ms(p->ms[1]) <= median_ms(p->ms[0]);
-        const int same = p->start > 0 && use_all == p->use_all;
-        p->period = same ? (p->period * 2 < DECODE_PROBE_MAX_PERIOD ? p->period * 2 : DECODE_PROBE_MAX_PERIOD) : DECODE_PROBE_MIN_PERIOD;
-        p->use_all = use_all;
+    if (k < DECODE_PROBE_STEPS) {
+        p->ms[0][k] = ms;
+    } else if (k < p->probe_len) {
+        p->ms[1][k - DECODE_PROBE_STEPS] = ms;
+        if (k == DECODE_PROBE_STEPS) {
+            p->one_ms = p->ms[0][0];
+            for (int i = 1; i < DECODE_PROBE_STEPS; i++) p->one_ms = p->ms[0][i] < p->one_ms ? p->ms[0][i] : p->one_ms;
+        }
+        if ((p->lost += ms > DECODE_PROBE_LOST * p->one_ms) == 2) {
+            p->probe_len = (int)k + 1;
+            decode_probe_decide(p, 0);
+        } else if (k == 2 * DECODE_PROBE_STEPS - 1) {
+            /* the median step of each side: one odd step (a cold cache) does not decide */
+            decode_probe_decide(p, median_ms(p->ms[1]) <= median_ms(p->ms[0]));
+        }
+    } else if (p->use_all) {
+        p->recent = (p->recent << 1 | (ms > DECODE_PROBE_LOST * p->one_ms)) & 0xf;
+        p->reprobe = (p->recent & 1) + (p->recent >> 1 & 1) + (p->recent >> 2 & 1) + (p->recent >> 3 & 1) >= 3;
     }
     p->step++;
 }

@@ -134,29 +134,41 @@ static void test_exp(void) {
 }
 
 /* The decode thread probe: it times steps on one thread and on all, keeps the faster, probes again after a
- * period that doubles while the choice holds and shrinks back when it changes. */
+ * period that doubles while the choice holds and shrinks back when it changes; all threads losing by far end a
+ * probe early, and all threads turning slow between probes start one at once. */
 static void test_decode_probe(void) {
     DecodeProbe p = {0};
     const int all = 4;
-    long probes = 0, wrong = 0, busy_from = 600, quiet_from = 2000;
+    long probes = 0, busy_probes = 0, wrong_all = 0, wrong_one = 0, busy_probe_all = 0, busy_from = 600, quiet_from = 2000;
     for (long step = 0; step < 4000; step++) {
         const int n = decode_probe_threads(&p, all);
         const long k = decode_probe_offset(&p);
-        if (k == 0) probes++;
-        if (k < DECODE_PROBE_STEPS) CHECK(n == 1, "step %ld should probe one thread", step);
-        else if (k < 2 * DECODE_PROBE_STEPS) CHECK(n == all, "step %ld should probe all threads", step);
-        /* all threads are faster (2 ms vs 3 ms) except while a core is taken (5 ms vs 3 ms); one odd step in
-         * each window (a slow first step on one thread, a lucky fast one on all) must not decide */
         const int busy = step >= busy_from && step < quiet_from;
-        if (k >= 2 * DECODE_PROBE_STEPS) wrong += n != (busy ? 1 : all);
+        if (k == 0) {
+            probes++;
+            busy_probes += busy;
+        }
+        if (k < DECODE_PROBE_STEPS) CHECK(n == 1, "step %ld should probe one thread", step);
+        else if (k < p.probe_len) CHECK(n == all, "step %ld should probe all threads", step);
+        /* all threads are faster (2 ms vs 3 ms) except while a core is taken (5 ms vs 3 ms); one odd step in
+         * each probe (a slow first step on one thread, a lucky fast one on all) must not decide */
+        if (k >= p.probe_len) {
+            wrong_all += busy && n == all;
+            wrong_one += !busy && n == 1;
+        } else if (k >= DECODE_PROBE_STEPS) {
+            busy_probe_all += busy;
+        }
         /* a probe at most DECODE_PROBE_MAX_PERIOD steps after a change gets it right, and keeps it */
         const int settled = (step >= busy_from + 500 && step < quiet_from) || step >= quiet_from + DECODE_PROBE_MAX_PERIOD + 2 * DECODE_PROBE_STEPS;
-        if (settled && k >= 2 * DECODE_PROBE_STEPS) CHECK(n == (busy ? 1 : all), "step %ld: %d threads", step, n);
+        if (settled && k >= p.probe_len) CHECK(n == (busy ? 1 : all), "step %ld: %d threads", step, n);
         const double odd = k == 0 ? 20.0 : k == DECODE_PROBE_STEPS ? 0.5 : 0.0;
         decode_probe_record(&p, odd > 0.0 ? odd : n == 1 ? 3.0 : busy ? 5.0 : 2.0);
     }
-    /* a wrong choice lasts at most until the next probe, which comes at most DECODE_PROBE_MAX_PERIOD later */
-    CHECK(wrong > 0 && wrong <= 2 * DECODE_PROBE_MAX_PERIOD, "%ld steps on the slower choice", wrong);
+    /* a core taken away costs three slow steps before a probe; a core given back lasts until the next probe */
+    CHECK(wrong_all == 3, "%ld steps on all threads while a core was busy", wrong_all);
+    CHECK(wrong_one > 0 && wrong_one <= DECODE_PROBE_MAX_PERIOD, "%ld steps on one thread while all were free", wrong_one);
+    /* with a core busy a probe stops at the second slow step on all threads (after the lucky one) */
+    CHECK(busy_probes > 0 && busy_probe_all == 3 * busy_probes, "%ld probe steps on all threads in %ld probes while busy", busy_probe_all, busy_probes);
     CHECK(probes >= 4 && probes <= 4000 / DECODE_PROBE_MIN_PERIOD / 2, "%ld probes in 4000 steps", probes);
     CHECK(p.period == DECODE_PROBE_MAX_PERIOD && p.use_all, "period %ld, use_all %d at the end", p.period, p.use_all);
 }
