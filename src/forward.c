@@ -303,18 +303,18 @@ typedef struct {
     const float *xd;      /* [in / Q8_GROUP, S] its scales */
     int S, in, n_outs;
     MatmulOut outs[3];
-    int blocks[4];        /* outs[i] covers work items blocks[i] .. blocks[i + 1] - 1 */
+    int bands[4];         /* outs[i] covers work items bands[i] .. bands[i + 1] - 1 */
 } MatmulJob;
 
-/* Work items are blocks of 4 rows of W (the kernels' unit), numbered across the job's matrices. */
+/* Work items are bands of Q8_BAND rows of W (the int8 layout's unit), numbered across the job's matrices. */
 static void matmul_task(void *ctx, int begin, int end, int thread) {
     (void)thread;
     const MatmulJob *j = ctx;
     for (int i = 0; i < j->n_outs; i++) {
-        const int b0 = begin > j->blocks[i] ? begin : j->blocks[i], b1 = end < j->blocks[i + 1] ? end : j->blocks[i + 1];
+        const int b0 = begin > j->bands[i] ? begin : j->bands[i], b1 = end < j->bands[i + 1] ? end : j->bands[i + 1];
         if (b0 >= b1) continue;
         const MatmulOut *o = &j->outs[i];
-        const int o0 = (b0 - j->blocks[i]) * 4, o1 = (b1 - j->blocks[i]) * 4 < o->out ? (b1 - j->blocks[i]) * 4 : o->out;
+        const int o0 = (b0 - j->bands[i]) * Q8_BAND, o1 = (b1 - j->bands[i]) * Q8_BAND < o->out ? (b1 - j->bands[i]) * Q8_BAND : o->out;
         if (o->w->q) k_matmul_q8_rows(o->y, j->xq, j->xd, o->w->q, o->w->d, o->b, j->S, j->in, o->out, o0, o1);
         else k_matmul_rows(o->y, j->x, o->w->f, o->b, j->S, j->in, o->out, o0, o1);
     }
@@ -338,7 +338,7 @@ static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const 
     int int8 = 0;
     for (int i = 0; i < n; i++) {
         j.outs[i] = outs[i];
-        j.blocks[i + 1] = j.blocks[i] + (outs[i].out + 3) / 4;
+        j.bands[i + 1] = j.bands[i] + (outs[i].out + Q8_BAND - 1) / Q8_BAND;
         macs += (long)S * in * outs[i].out;
         int8 |= outs[i].w->q != NULL;
     }
@@ -347,8 +347,8 @@ static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const 
         j.xd = s->xd;
         pool_run(s->pool, quantize_task, &j, S);
     }
-    if (macs < PARALLEL_MIN_MACS) matmul_task(&j, 0, j.blocks[n], 0);
-    else pool_run(s->pool, matmul_task, &j, j.blocks[n]);
+    if (macs < PARALLEL_MIN_MACS) matmul_task(&j, 0, j.bands[n], 0);
+    else pool_run(s->pool, matmul_task, &j, j.bands[n]);
 }
 
 static void matmul_w(DogeSession *s, float *y, const float *x, const Mat *w, const float *b, int S, int in, int out) {

@@ -353,11 +353,11 @@ static void q8_blocks_tokens(float *y, int out, const int *o, const int *rows, i
 
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1) {
-    const int blocks = (o1 - o0 + 3) / 4;
     int o[4], rows[4];
     int tiled = 0; /* tokens done by the prefill tiles */
 #ifdef __wasm_simd128__
     tiled = S / 4 * 4;
+    const int blocks = (o1 - o0 + 3) / 4;
     for (int j = 0; j < blocks; j += 2) { /* prefill: 2 blocks x 4 tokens at a time; the blocks stay in L1 */
         const int nb = blocks - j < 2 ? 1 : 2;
         for (int k = 0; k < nb; k++) {
@@ -371,15 +371,16 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
     }
 #endif
     if (tiled == S) return;
-    /* the tokens left, 4 blocks at a time, two from the first and two from the second half of the blocks: two
-     * distant streams read memory faster than one */
-    const int half = (blocks + 1) / 2;
-    for (int j = 0; j < blocks; j += 4) {
-        const int nb = blocks - j < 4 ? blocks - j : 4;
-        for (int k = 0; k < nb; k++) {
-            o[k] = o0 + 4 * ((j + k) % 2 ? half + (j + k) / 2 : (j + k) / 2);
-            rows[k] = o1 - o[k] < 4 ? o1 - o[k] : 4;
-        }
+    /* the tokens left (decoding): band j of the first half of the bands with band j of the second half, 4 blocks
+     * in all: two distant streams read memory faster than one */
+    const int bands = (o1 - o0 + Q8_BAND - 1) / Q8_BAND, half = (bands + 1) / 2;
+    for (int j = 0; j < half; j++) {
+        int nb = 0;
+        for (int h = 0; h < 2 && j + h * half < bands; h++)
+            for (int ob = o0 + Q8_BAND * (j + h * half), k = 0; k < Q8_BAND / 4 && ob + 4 * k < o1; k++, nb++) {
+                o[nb] = ob + 4 * k;
+                rows[nb] = o1 - o[nb] < 4 ? o1 - o[nb] : 4;
+            }
         for (int s = tiled; s < S; s++) {
             const int16_t *x = xq + (size_t)s * in;
             float *ys = y + (size_t)s * out;

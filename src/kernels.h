@@ -16,14 +16,18 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
 
 /* int8 weights and activations, one fp32 scale per group of Q8_GROUP values (llama.cpp's Q8_0 scheme). */
 #define Q8_GROUP 32
-/* An int8 matrix of R rows keeps 4 consecutive rows together, group after group: group g of rows 4b..4b+3 is
- * 128 bytes, so that decoding reads one stream per matrix rather than one per row (faster from memory). Inside
- * it the rows are interleaved by pairs of values: values 2j and 2j + 1 of row 0, of row 1, of row 2, of row 3,
- * then pair j + 1. Eight bytes widened to int16 then hold one pair of each of the 4 rows, and one
- * i32x4.dot_i16x8_s against a pair of activations repeated 4 times gives the 4 rows' sums in its 4 lanes: no
- * horizontal adds. Its scales follow the block order. Rows are padded to a multiple of 4 (zeros):
- * ceil(R / 4) * 4 * G groups of values and as many scales, G groups per row. */
-static inline size_t k_q8_scale_index(size_t row, int g, int G) { return (row / 4 * (size_t)G + (size_t)g) * 4 + row % 4; }
+/* An int8 matrix keeps bands of Q8_BAND = 8 consecutive rows together, group after group: group g of a band is
+ * 256 bytes, so that decoding reads one stream per band rather than one per row (faster from memory). A band's
+ * group holds its 2 blocks of 4 rows one after the other (128 bytes each), and in a block the rows are
+ * interleaved by pairs of values: values 2j and 2j + 1 of row 0, of row 1, of row 2, of row 3, then pair j + 1.
+ * Eight bytes widened to int16 then hold one pair of each of the 4 rows, and one i32x4.dot_i16x8_s against a
+ * pair of activations repeated 4 times gives the 4 rows' sums in its 4 lanes: no horizontal adds. The scales
+ * follow the band order. Rows are padded to a multiple of Q8_BAND (zeros): ceil(R / 8) * 8 * G groups of
+ * values and as many scales, G groups per row. */
+#define Q8_BAND 8
+static inline size_t k_q8_scale_index(size_t row, int g, int G) {
+    return (row / Q8_BAND * (size_t)G + (size_t)g) * Q8_BAND + row % Q8_BAND;
+}
 /* Where value i of row `row` lives in the matrix's values. */
 static inline size_t k_q8_index(size_t row, int i, int G) {
     return k_q8_scale_index(row - row % 4, i / Q8_GROUP, G) * Q8_GROUP + (size_t)(i % Q8_GROUP / 2 * 8) + row % 4 * 2 + (size_t)(i % 2);
@@ -36,7 +40,8 @@ void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
 void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n);
 /* As k_matmul_rows with x and w quantized: y[s][o] = sum_g xd[g][s] wd[o][g] sum_{i in g} xq[s][i] wq[o][i]
  * (+ b[o]), with the activation scales xd [in / Q8_GROUP][S]. The integer group sums are exact and the float
- * sums follow one order whatever the number of tokens, so prefill and decode give the same bits. */
+ * sums follow one order whatever the number of tokens, so prefill and decode give the same bits. o0 is a
+ * multiple of Q8_BAND. */
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1);
 /* out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 as HF's RMSNorm (out may alias x). */

@@ -88,8 +88,10 @@ static int slot_int8(const DogeLoader *ld, const Slot *s) {
 
 static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
-/* Scales of an int8 matrix: rows padded to a multiple of 4 (kernels.h k_q8_scale_index). */
-static size_t int8_scales(const Slot *s) { return ((size_t)s->shape[0] + 3) / 4 * 4 * ((size_t)s->shape[1] / Q8_GROUP); }
+/* Scales of an int8 matrix: rows padded to a multiple of Q8_BAND (kernels.h k_q8_scale_index). */
+static size_t int8_scales(const Slot *s) {
+    return ((size_t)s->shape[0] + Q8_BAND - 1) / Q8_BAND * Q8_BAND * ((size_t)s->shape[1] / Q8_GROUP);
+}
 
 /* Values of an int8 matrix: a group of Q8_GROUP per scale (the padding rows included). */
 static size_t int8_values(const Slot *s) { return int8_scales(s) * Q8_GROUP; }
