@@ -102,30 +102,39 @@ export class TextTokenizer {
   }
 }
 
+/** Tokens of left context a StreamDecoder keeps when it trims its window, and the window that makes it trim. */
+const STREAM_CONTEXT = 4;
+const STREAM_WINDOW = 16;
+
 /**
  * Incremental detokenization with two offsets (as text-generation-inference does): text is decoded with a
  * few tokens of left context so that leading-space rules apply as in a full decode, and held back while it
- * ends in U+FFFD (a character whose bytes have not all arrived).
+ * ends in U+FFFD (a character whose bytes have not all arrived). The window of ids decoded grows from
+ * STREAM_CONTEXT to STREAM_WINDOW tokens before it is trimmed, so that the text decoded so far is the text of
+ * the window up to the last piece, kept rather than decoded again: about one decode a token instead of two.
  */
 export class StreamDecoder {
   constructor(tokenizer) {
     this.tokenizer = tokenizer;
     this.ids = [];
-    this.prefix = 0;
-    this.read = 0;
+    this.prefix = 0; // the window's first id
+    this.read = 0; // ids up to here are in `text` (and were returned)
+    this.text = ''; // decode(ids[prefix:read])
   }
 
   /** @param {number} id @returns {string} the new complete text (may be empty) */
   push(id) {
     this.ids.push(id);
     const opts = { skipSpecialTokens: true };
-    const before = this.tokenizer.decode(this.ids.slice(this.prefix, this.read), opts);
     const after = this.tokenizer.decode(this.ids.slice(this.prefix), opts);
-    if (after.length > before.length && !after.endsWith('\uFFFD')) {
-      this.prefix = this.read;
-      this.read = this.ids.length;
-      return after.slice(before.length);
+    if (after.length <= this.text.length || after.endsWith('\uFFFD')) return '';
+    const piece = after.slice(this.text.length);
+    this.read = this.ids.length;
+    this.text = after;
+    if (this.read - this.prefix >= STREAM_WINDOW) {
+      this.prefix = this.read - STREAM_CONTEXT;
+      this.text = this.tokenizer.decode(this.ids.slice(this.prefix, this.read), opts);
     }
-    return '';
+    return piece;
   }
 }

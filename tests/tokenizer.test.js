@@ -107,3 +107,17 @@ test('streamed text never splits a character across tokens', () => {
   for (const p of pieces) assert.ok(!p.includes('\uFFFD'), `broken character in ${JSON.stringify(p)}`);
   assert.equal(pieces.join(''), text);
 });
+
+test('streamed text equals the full decode over long generations, with about one decode a token', () => {
+  const tok = new TextTokenizer(tokenizerJson(), {});
+  const lines = corpus([]).filter((l) => l.trim()).slice(0, 400);
+  const ids = tok.encode(lines.join('\n'), { addSpecialTokens: false });
+  assert.ok(ids.length > 2000, `${ids.length} tokens`);
+  let calls = 0;
+  const decode = tok.decode.bind(tok);
+  tok.decode = (...args) => (calls++, decode(...args));
+  const d = tok.streamDecoder();
+  const text = ids.map((id) => d.push(id)).join('');
+  assert.equal(text, decode(ids, { skipSpecialTokens: true }));
+  assert.ok(calls <= ids.length * 1.2, `${calls} decodes for ${ids.length} tokens`);
+});
