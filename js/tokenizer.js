@@ -105,11 +105,14 @@ export class TextTokenizer {
 /** Tokens of left context a StreamDecoder keeps when it trims its window, and the window that makes it trim. */
 const STREAM_CONTEXT = 4;
 const STREAM_WINDOW = 16;
+/** Bytes of the longest UTF-8 character: a U+FFFD still there after this many more tokens is in the text. */
+const UTF8_MAX_BYTES = 4;
 
 /**
  * Incremental detokenization with two offsets (as text-generation-inference does): text is decoded with a
  * few tokens of left context so that leading-space rules apply as in a full decode, and held back while it
- * ends in U+FFFD (a character whose bytes have not all arrived). The window of ids decoded grows from
+ * ends in U+FFFD (a character whose bytes have not all arrived; for at most UTF8_MAX_BYTES tokens, after which
+ * the bytes are invalid and U+FFFD is what a full decode gives too). The window of ids decoded grows from
  * STREAM_CONTEXT to STREAM_WINDOW tokens before it is trimmed, so that the text decoded so far is the text of
  * the window up to the last piece, kept rather than decoded again: about one decode a token instead of two.
  */
@@ -127,8 +130,10 @@ export class StreamDecoder {
     this.ids.push(id);
     const opts = { skipSpecialTokens: true };
     const after = this.tokenizer.decode(this.ids.slice(this.prefix), opts);
-    if (after.length <= this.text.length || after.endsWith('\uFFFD')) return '';
-    const piece = after.slice(this.text.length);
+    const grown = after.length > this.text.length;
+    const waiting = this.ids.length - this.read < UTF8_MAX_BYTES;
+    if (waiting && (!grown || after.endsWith('\uFFFD'))) return '';
+    const piece = grown ? after.slice(this.text.length) : '';
     this.read = this.ids.length;
     this.text = after;
     if (this.read - this.prefix >= STREAM_WINDOW) {

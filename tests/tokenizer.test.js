@@ -108,16 +108,45 @@ test('streamed text never splits a character across tokens', () => {
   assert.equal(pieces.join(''), text);
 });
 
+/** The StreamDecoder of `tok` with the number of decode calls and of ids decoded so far: calls(), decoded(). */
+function countingDecoder(tok) {
+  let calls = 0;
+  let ids = 0;
+  const decode = tok.decode.bind(tok);
+  tok.decode = (list, opts) => (calls++, (ids += list.length), decode(list, opts));
+  return { d: tok.streamDecoder(), calls: () => calls, decoded: () => ids, fullDecode: (list) => decode(list, { skipSpecialTokens: true }) };
+}
+
 test('streamed text equals the full decode over long generations, with about one decode a token', () => {
   const tok = new TextTokenizer(tokenizerJson(), {});
   const lines = corpus([]).filter((l) => l.trim()).slice(0, 400);
   const ids = tok.encode(lines.join('\n'), { addSpecialTokens: false });
   assert.ok(ids.length > 2000, `${ids.length} tokens`);
-  let calls = 0;
-  const decode = tok.decode.bind(tok);
-  tok.decode = (...args) => (calls++, decode(...args));
-  const d = tok.streamDecoder();
-  const text = ids.map((id) => d.push(id)).join('');
-  assert.equal(text, decode(ids, { skipSpecialTokens: true }));
-  assert.ok(calls <= ids.length * 1.2, `${calls} decodes for ${ids.length} tokens`);
+  const { d, calls, fullDecode } = countingDecoder(tok);
+  assert.equal(ids.map((id) => d.push(id)).join(''), fullDecode(ids));
+  assert.ok(calls() <= ids.length * 1.2, `${calls()} decodes for ${ids.length} tokens`);
+});
+
+
+test('invalid UTF-8 from the model streams as U+FFFD after at most 4 tokens, with bounded work', () => {
+  const tok = new TextTokenizer(tokenizerJson(), {});
+  const emoji = tok.encode('😀', { addSpecialTokens: false });
+  assert.ok(emoji.length >= 2, 'the emoji spans several byte tokens');
+  const broken = emoji.slice(1); // continuation bytes without their lead byte: never a character
+  const ids = Array.from({ length: 300 }, () => broken).flat();
+  const { d, decoded, fullDecode } = countingDecoder(tok);
+  const pieces = ids.map((id) => d.push(id));
+  assert.equal(pieces.join(''), fullDecode(ids));
+  assert.ok(pieces.slice(0, 4).join('').includes('\uFFFD'), JSON.stringify(pieces.slice(0, 8)));
+  assert.ok(decoded() <= 20 * ids.length, `${decoded()} ids decoded for ${ids.length} tokens`);
+});
+
+test('tokens that decode to nothing (skipped special tokens) do not make the decoded window grow', () => {
+  const tok = new TextTokenizer(tokenizerJson(), {});
+  const special = [...tok.specialIds][0];
+  assert.ok(special !== undefined, 'the fixture has a special token');
+  const ids = [...tok.encode('hi', { addSpecialTokens: false }), ...Array(3000).fill(special), ...tok.encode(' there', { addSpecialTokens: false })];
+  const { d, decoded, fullDecode } = countingDecoder(tok);
+  assert.equal(ids.map((id) => d.push(id)).join(''), fullDecode(ids));
+  assert.ok(decoded() <= 20 * ids.length, `${decoded()} ids decoded for ${ids.length} tokens`);
 });
