@@ -20,8 +20,9 @@
  * one thread and as many on all of them, then uses the faster (by the median step) until the next probe.
  * Probes come every 64 steps, and twice as far apart (up to 1024) each time the choice stays the same. Steps on
  * all threads clearly slower than the fastest step on one thread (by DECODE_PROBE_LOST) end a probe after two
- * of them, and start a probe at once when three of the last four are so while all threads are in use: a core
- * taken away costs a few steps, not a period, while one slow step (the host's other threads) does not decide.
+ * of them (one if one thread won the last probe too), and start a probe at once when three of the last four
+ * are so while all threads are in use: a core taken away costs a few steps, not a period, while one slow step
+ * (the host's other threads) does not decide.
  * Results do not depend on the thread count. */
 #define DECODE_PROBE_STEPS 4
 #define DECODE_PROBE_MIN_PERIOD 64
@@ -91,7 +92,9 @@ static void decode_probe_record(DecodeProbe *p, double ms) {
             p->one_ms = p->ms[0][0];
             for (int i = 1; i < DECODE_PROBE_STEPS; i++) p->one_ms = p->ms[0][i] < p->one_ms ? p->ms[0][i] : p->one_ms;
         }
-        if ((p->lost += ms > DECODE_PROBE_LOST * p->one_ms) == 2) {
+        /* one lost step is enough when one thread won the last probe too (the core is still taken) */
+        const int enough = p->start > 0 && !p->use_all ? 1 : 2;
+        if ((p->lost += ms > DECODE_PROBE_LOST * p->one_ms) == enough) {
             p->probe_len = (int)k + 1;
             decode_probe_decide(p, 0);
         } else if (k == 2 * DECODE_PROBE_STEPS - 1) {
