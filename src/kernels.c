@@ -269,7 +269,7 @@ static inline v128_t load_pair_of_4_rows(const int8_t *block_group, int j) { ret
  * product adds the pair to each row's lane. */
 static inline v128_t load_pair_splat(const int16_t *group, int j) { return wasm_v128_load32_splat(group + 2 * j); }
 
-/* s[k][t] += pair j of the group of block k (w[k]: its first byte) times pair j of token t (xg + t * in). */
+/* s[k][t] += pair j of block k (from w[k]) times pair j of token t (from xg + t * in): one pair of the group. */
 static inline __attribute__((always_inline)) void q8_pair_step(v128_t s[4][4], const int8_t *const *w, const int16_t *xg, int in,
                                                                int NB, int NT, int j) {
     v128_t wj[4];
@@ -330,8 +330,8 @@ static inline __attribute__((always_inline)) void q8_blocks_tokens(float *y, int
         }
 }
 #else
-/* The portable q8_blocks_tokens: the same integer sums and float operations, the 4 rows of a block side by side
- * as the layout keeps them (the compiler vectorises the row loop). */
+/* The portable q8_blocks_tokens: the same integer sums and float operations, reading a block's bytes in the
+ * order the layout keeps them (8 independent lanes the compiler can vectorise). */
 static void q8_blocks_tokens(float *y, int out, const int *o, const int *rows, int NB, int NT, const int16_t *xq, int in,
                              const float *xd, int xd_stride, const int8_t *wq, const float *wd, const float *b) {
     const int G = in / Q8_GROUP;
