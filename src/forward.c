@@ -791,10 +791,7 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
     for (int t = 0; t < S; t++) {
         float *xt = s->x + (size_t)t * D;
         if (m->embed.f) memcpy(xt, m->embed.f + (size_t)ids[t] * D, sizeof(float) * D);
-        else
-            for (int i = 0; i < D; i++)
-                xt[i] = (float)m->embed.q[k_q8_index((size_t)ids[t], i, D / Q8_GROUP)] *
-                        m->embed.d[k_q8_scale_index((size_t)ids[t], i / Q8_GROUP, D / Q8_GROUP)];
+        else k_dequantize_q8_row(xt, m->embed.q, m->embed.d, (size_t)ids[t], D);
     }
 
     /* A few query rows (decoding) would leave threads idle: then each query head is its own work item (the

@@ -256,6 +256,11 @@ void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n) {
     }
 }
 
+void k_dequantize_q8_row(float *x, const int8_t *q, const float *d, size_t row, int n) {
+    const int G = n / Q8_GROUP;
+    for (int i = 0; i < n; i++) x[i] = (float)q[k_q8_index(row, i, G)] * d[k_q8_scale_index(row, i / Q8_GROUP, G)];
+}
+
 void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n) {
     for (int g = 0; g < n / Q8_GROUP; g++) d[(size_t)g * d_stride] = quantize_group(x + g * Q8_GROUP, q + g * Q8_GROUP);
 }

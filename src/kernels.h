@@ -35,6 +35,8 @@ static inline size_t k_q8_index(size_t row, int i, int G) {
 /* Row `row` of an int8 matrix from x[n] (n a multiple of Q8_GROUP), into the matrix's values q and scales d:
  * d = absmax / 127, q = nearest(x / d) per group. */
 void k_quantize_q8_row(int8_t *q, float *d, size_t row, const float *x, int n);
+/* x[n] = row `row` of an int8 matrix (q, d as above), its values times their group scales. */
+void k_dequantize_q8_row(float *x, const int8_t *q, const float *d, size_t row, int n);
 /* The same values in int16 lanes: activations, ready for the int16 dot products of k_matmul_q8_rows; the
  * scale of group g goes to d[g * d_stride]. */
 void k_quantize_q8_wide(int16_t *q, float *d, int d_stride, const float *x, int n);
