@@ -103,7 +103,7 @@ static void decode_probe_record(DecodeProbe *p, double ms) {
         }
     } else if (p->use_all) {
         p->recent = (p->recent << 1 | (ms > DECODE_PROBE_LOST * p->one_ms)) & 0xf;
-        p->reprobe = (p->recent & 1) + (p->recent >> 1 & 1) + (p->recent >> 2 & 1) + (p->recent >> 3 & 1) >= 3;
+        p->reprobe = __builtin_popcount(p->recent) >= 3;
     }
     p->step++;
 }

@@ -53,7 +53,7 @@ test('embedded model: int8 cross-entropy within 1% of f32, weights under 30% of 
   }
 });
 
-// vocab 321: the embedding and the head end with a block of 1 row (matrices keep 4 rows together, padded)
+// vocab 321: the embedding and the head end with a band of 1 row (matrices keep bands of 8 rows, padded)
 const oddRows = tempDir('int8-rows');
 writeTinyModel(oddRows, { vocab: 321 });
 const CHUNKED = [...['mixed_dtype', 'sharded', 'bf16', 'untied'].map((name) => [name, `${CASES_DIR}/${name}`]), ['vocab 321', oddRows]];
