@@ -111,6 +111,16 @@ static inline __attribute__((always_inline)) void key_dots(float *scores, const 
     }
 }
 
+/* The same sums one column at a time, for the columns i0 <= i < i1: the portable path, and the hd % 4 tail. */
+static void weighted_columns(float *o, const float *p, int rows, const float *V, const int *keys, int n, int hd, int i0, int i1) {
+    for (int r = 0; r < rows; r++)
+        for (int i = i0; i < i1; i++) {
+            float a = 0.0f;
+            for (int t = 0; t < n; t++) a += p[(size_t)r * n + t] * V[(size_t)keys[t] * hd + i];
+            o[(size_t)r * hd + i] = a;
+        }
+}
+
 /* o[r][i] = sum over t in order of p[r][t] V[keys[t]][i] (as k_axpy would add them) for the `rows` (1 or 2)
  * rows of probabilities p[rows][n] and the 4 * cols4 columns from i0, held in registers across all keys;
  * rows * cols4 <= ATTEND_SUMS, constants where inlined. */
@@ -129,12 +139,7 @@ static inline __attribute__((always_inline)) void weighted_values(float *o, cons
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols4; c++) wasm_v128_store(o + (size_t)r * hd + i0 + 4 * c, a[r * cols4 + c]);
 #else
-    for (int r = 0; r < rows; r++)
-        for (int i = i0; i < i0 + 4 * cols4; i++) {
-            float a = 0.0f;
-            for (int t = 0; t < n; t++) a += p[(size_t)r * n + t] * V[(size_t)keys[t] * hd + i];
-            o[(size_t)r * hd + i] = a;
-        }
+    weighted_columns(o, p, rows, V, keys, n, hd, i0, i0 + 4 * cols4);
 #endif
 }
 
@@ -152,12 +157,7 @@ static inline __attribute__((always_inline)) void attend_rows(float *o, const fl
     int i = 0;
     for (; i + 4 * cols4 <= hd; i += 4 * cols4) weighted_values(o, scores, rows, V, keys, n, hd, i, cols4);
     for (; i + 4 <= hd; i += 4) weighted_values(o, scores, rows, V, keys, n, hd, i, 1);
-    for (; i < hd; i++)
-        for (int r = 0; r < rows; r++) {
-            float a = 0.0f;
-            for (int t = 0; t < n; t++) a += scores[(size_t)r * n + t] * V[(size_t)keys[t] * hd + i];
-            o[(size_t)r * hd + i] = a;
-        }
+    weighted_columns(o, scores, rows, V, keys, n, hd, i, hd);
 }
 
 void k_attend(float *o, const float *q, int R, const float *K, const float *V, const float *bias, const int *keys, int n,
@@ -357,6 +357,12 @@ static void q8_blocks_tokens(float *y, int out, const int *o, const int *rows, i
 }
 #endif
 
+/* Block k of a q8_blocks_tokens call: its first row `first`, and how many of its 4 rows are below o1. */
+static inline void q8_block_at(int *o, int *rows, int k, int first, int o1) {
+    o[k] = first;
+    rows[k] = o1 - first < 4 ? o1 - first : 4;
+}
+
 void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t *wq, const float *wd, const float *b, int S,
                       int in, int out, int o0, int o1) {
     int o[4], rows[4];
@@ -366,10 +372,7 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
     const int blocks = (o1 - o0 + 3) / 4;
     for (int j = 0; j < blocks; j += 2) { /* prefill: 2 blocks x 4 tokens at a time; the blocks stay in L1 */
         const int nb = blocks - j < 2 ? 1 : 2;
-        for (int k = 0; k < nb; k++) {
-            o[k] = o0 + 4 * (j + k);
-            rows[k] = o1 - o[k] < 4 ? o1 - o[k] : 4;
-        }
+        for (int k = 0; k < nb; k++) q8_block_at(o, rows, k, o0 + 4 * (j + k), o1);
         for (int s = 0; s < tiled; s += 4) {
             if (nb == 2) q8_blocks_tokens(y + (size_t)s * out, out, o, rows, 2, 4, xq + (size_t)s * in, in, xd + s, S, wq, wd, b);
             else q8_blocks_tokens(y + (size_t)s * out, out, o, rows, 1, 4, xq + (size_t)s * in, in, xd + s, S, wq, wd, b);
@@ -383,10 +386,8 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
     for (int j = 0; j < half; j++) {
         int nb = 0;
         for (int h = 0; h < 2 && j + h * half < bands; h++)
-            for (int ob = o0 + Q8_BAND * (j + h * half), k = 0; k < Q8_BAND / 4 && ob + 4 * k < o1; k++, nb++) {
-                o[nb] = ob + 4 * k;
-                rows[nb] = o1 - o[nb] < 4 ? o1 - o[nb] : 4;
-            }
+            for (int ob = o0 + Q8_BAND * (j + h * half), k = 0; k < Q8_BAND / 4 && ob + 4 * k < o1; k++, nb++)
+                q8_block_at(o, rows, nb, ob + 4 * k, o1);
         for (int s = tiled; s < S; s++) {
             const int16_t *x = xq + (size_t)s * in;
             float *ys = y + (size_t)s * out;

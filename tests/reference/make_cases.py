@@ -1111,6 +1111,9 @@ CASES = [
     case("head_dim_custom", "explicit head_dim 16 != hidden/heads (48/4=12), H=4, KV=2",
          base_config(vocab_size=100, hidden_size=48, intermediate_size=80, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=16), S=10),
+    case("head_dim_6", "explicit head_dim 6 (hd % 4 = 2: the attention kernels' one-column tails), H=4, KV=2",
+         base_config(vocab_size=96, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=6), S=10,
+         split=4),
     case("biases", "attention_bias (q,k,v,o AND dt_proj biases) and mlp_bias",
          base_config(attention_bias=True, mlp_bias=True, vocab_size=112), S=10, data="shuffled"),
     case("bf16", "all tensors stored BF16 (config torch_dtype bfloat16); reference = fp32 compute on the "
