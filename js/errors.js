@@ -4,7 +4,8 @@
  */
 
 /** Codes of the C core (DogeStatus), by number. */
-const CORE_CODES = ['OK', 'BAD_CONFIG', 'BAD_SAFETENSORS', 'BAD_TENSOR', 'UNSUPPORTED_MODEL', 'OUT_OF_MEMORY', 'BAD_INPUT'];
+const CORE_CODES = ['OK', 'BAD_CONFIG', 'BAD_SAFETENSORS', 'BAD_TENSOR', 'UNSUPPORTED_MODEL', 'OUT_OF_MEMORY', 'BAD_INPUT',
+  'NON_FINITE_LOGITS'];
 
 export class DogeError extends Error {
   /**

@@ -3,7 +3,7 @@
 /** Every failure the user can cause. `code` is stable: BAD_CONFIG, BAD_SAFETENSORS, BAD_TENSOR,
  * UNSUPPORTED_MODEL, OUT_OF_MEMORY, BAD_INPUT, BAD_ARGUMENT, BAD_TOKENIZER, BAD_TEMPLATE, NO_TOKENIZER,
  * NO_CHAT_TEMPLATE, CONTEXT_OVERFLOW, NOT_FOUND, NETWORK, IO_ERROR, ABORTED, UNSUPPORTED_RUNTIME,
- * WORKER_CRASHED, DISPOSED. */
+ * WORKER_CRASHED, DISPOSED, NON_FINITE_LOGITS. */
 export class DogeError extends Error {
   constructor(code: string, message: string, details?: { file?: string; cause?: unknown });
   readonly code: string;

@@ -246,11 +246,13 @@ export class WasmSampler extends CObject {
   sampleFrom(logits) {
     const mod = this.engine.mod;
     const V = this.vocabSize;
+    if (logits.length !== V) throw new DogeError('BAD_ARGUMENT', `sampleFrom: ${logits.length} logits for a vocabulary of ${V}`);
     const lp = mod._malloc(4 * V);
     const pp = mod._malloc(4 * V);
     try {
       mod.HEAPF32.set(logits, lp >> 2);
       const token = mod._doge_sampler_sample(this.handle, lp, pp);
+      if (token < 0) throw new DogeError('NON_FINITE_LOGITS', 'sampleFrom: the logits hold NaN (or +inf when sampling)');
       return { token, probs: mod.HEAPF32.slice(pp >> 2, (pp >> 2) + V) };
     } finally {
       mod._free(lp);

@@ -9,8 +9,14 @@ import { RESTART } from './download.js';
 /** Weights that still leave room for the KV cache, activations and the runtime in 4 GiB of wasm memory. */
 const MAX_WEIGHT_BYTES = 2 ** 32 - 2 ** 28;
 
+/** The core reads the checkpoint layout off the first file's tensors (q/k norms present, the rows of A:
+ * doge-legacy.md), so the shard holding one of these goes first: by key order the index would put lm_head's shard,
+ * which holds neither, first. */
+const LAYOUT_TENSORS = ['model.layers.0.self_attn.q_norm.weight', 'model.layers.0.self_attn.A'];
+
 /**
- * The safetensors files of a model: the shards named by model.safetensors.index.json, or model.safetensors.
+ * The safetensors files of a model: the shards named by model.safetensors.index.json (the one telling the
+ * layout first, then in order of first appearance), or model.safetensors.
  * @param {import('./sources.js').ModelSource} source
  * @returns {Promise<string[]>}
  */
@@ -33,7 +39,8 @@ export async function weightFiles(source) {
       throw new DogeError('BAD_SAFETENSORS', `model.safetensors.index.json: '${f}' does not name a file of the model`, { file: 'model.safetensors.index.json' });
     }
   }
-  return files;
+  const first = LAYOUT_TENSORS.map((name) => map[name]).find((f) => f !== undefined);
+  return first === undefined ? files : [first, ...files.filter((f) => f !== first)];
 }
 
 /**

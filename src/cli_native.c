@@ -13,6 +13,7 @@
  * bad input. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +60,13 @@ static int parse_ids(const char *s, int32_t **ids, int *n) {
     return *ids && *n > 0 ? 0 : -1;
 }
 
+/* JSON numbers; NaN and infinities, which JSON lacks, as null. */
 static void print_floats(const float *v, size_t n) {
-    for (size_t i = 0; i < n; i++) printf(i ? ",%.9g" : "%.9g", v[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (i) putchar(',');
+        if (isfinite(v[i])) printf("%.9g", v[i]);
+        else fputs("null", stdout);
+    }
 }
 
 static double now_ms(void) {

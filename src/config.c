@@ -30,6 +30,7 @@ const char *doge_status_name(int code) {
     case DOGE_ERR_UNSUPPORTED: return "UNSUPPORTED_MODEL";
     case DOGE_ERR_NOMEM: return "OUT_OF_MEMORY";
     case DOGE_ERR_INPUT: return "BAD_INPUT";
+    case DOGE_ERR_NUMERIC: return "NON_FINITE_LOGITS";
     default: return "UNKNOWN";
     }
 }

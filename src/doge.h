@@ -33,6 +33,7 @@ typedef enum {
     DOGE_ERR_UNSUPPORTED = 4, /* a recognised but unsupported checkpoint (e.g. the old remote-code layout) */
     DOGE_ERR_NOMEM = 5,       /* an allocation failed */
     DOGE_ERR_INPUT = 6,       /* bad arguments at run time (token ids, context overflow, call order) */
+    DOGE_ERR_NUMERIC = 7,     /* the logits to sample from hold NaN (or +inf when sampling): the weights overflow fp32 */
 } DogeStatus;
 
 typedef struct {
@@ -99,7 +100,8 @@ int doge_session_cached(const DogeSession *s);          /* keys held in the KV c
  * cache is full it keeps only the keep_window_size keys with the largest dynamic-mask bias per layer and kv
  * head, which are the only ones any later token can attend to. Results stay exactly those of an unbounded
  * cache, memory stays at n_ctx tokens, and generation has no length limit; a call longer than
- * n_ctx - keep_window_size runs in pieces. */
+ * n_ctx - keep_window_size runs in pieces, except for MoE models and dynamic or longrope scaling (their results
+ * depend on the call as a whole): such a call that does not fit is refused. */
 int doge_session_set_bounded(DogeSession *s, int on, DogeError *err);
 /* A call with more than `tokens` tokens runs through the model in pieces of that many (default 256, like
  * llama.cpp's micro-batch): the activations' memory is sized by the piece, not the prompt. Results do not
@@ -139,7 +141,8 @@ void doge_sampler_free(DogeSampler *sp);
 /* Records a context token (prompt or generated) for the repetition penalty. */
 int doge_sampler_accept(DogeSampler *sp, int32_t token, DogeError *err);
 /* Filters logits[V] in place and returns the chosen token; probs (optional, [V]) receives the final
- * distribution it sampled from (one-hot for greedy). */
+ * distribution it sampled from (one-hot for greedy). Returns -1 when there is no distribution to draw from:
+ * a NaN logit, or when sampling +inf (PyTorch's multinomial refuses both). */
 int32_t doge_sampler_sample(DogeSampler *sp, float *logits, float *probs);
 /* One generation step: runs ids[n] through the session and samples the next token from the last position.
  * The sampler is not told about the returned token; the caller accepts it if it keeps it. */

@@ -337,12 +337,12 @@ static void quantize_task(void *ctx, int begin, int end, int thread) {
  * An int8 W meets x quantized the same way (per group of Q8_GROUP). */
 static void matmuls(DogeSession *s, const float *x, int S, int in, int n, const MatmulOut *outs) {
     MatmulJob j = {s, x, NULL, NULL, S, in, n, {{0}}, {0}};
-    long macs = 0;
+    double macs = 0; /* in a double: counts past 2^31 (long is 32 bits in wasm) */
     int int8 = 0;
     for (int i = 0; i < n; i++) {
         j.outs[i] = outs[i];
         j.bands[i + 1] = j.bands[i] + (outs[i].out + Q8_BAND - 1) / Q8_BAND;
-        macs += (long)S * in * outs[i].out;
+        macs += (double)S * in * outs[i].out;
         int8 |= outs[i].w->q != NULL;
     }
     if (int8) {
@@ -416,7 +416,7 @@ static int heads_per_bias_row(const DogeModel *m) {
 typedef struct {
     DogeSession *s;
     int layer;
-    int P, U, S; /* position of the first token of this call, cache slots used before it, tokens in this call */
+    int U, S; /* cache slots used before this call, tokens in this call */
     int heads_per_item; /* attention: query heads per work item (all heads of a bias row, or 1 to split them) */
     const float *residual, *norm; /* residual_norm_task: residual weights [D] and RMSNorm weights [D], or NULL */
 } LayerJob;
@@ -615,26 +615,26 @@ static void free_workspace(DogeSession *s) {
 static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     if (S <= s->cap) return DOGE_OK;
     const DogeConfig *c = &s->m->cfg;
-    const size_t D = c->hidden_size, Hq = (size_t)c->num_attention_heads * c->head_dim,
-                 Hkv = (size_t)c->num_key_value_heads * c->head_dim, I = c->intermediate_size;
+    const uint64_t D = c->hidden_size, Hq = (uint64_t)c->num_attention_heads * c->head_dim,
+                   Hkv = (uint64_t)c->num_key_value_heads * c->head_dim, I = c->intermediate_size;
     free_workspace(s);
-    const size_t n = (size_t)S;
-    s->x = malloc(sizeof(float) * n * D);
-    s->xn = malloc(sizeof(float) * n * D);
-    s->q = malloc(sizeof(float) * n * Hq);
-    s->k = malloc(sizeof(float) * n * Hkv);
-    s->v = malloc(sizeof(float) * n * Hkv);
-    s->att = malloc(sizeof(float) * n * Hq);
-    s->proj = malloc(sizeof(float) * n * D);
-    s->gate = malloc(sizeof(float) * n * I);
-    s->up = malloc(sizeof(float) * n * I);
-    s->router = malloc(sizeof(float) * n * 2 * (c->is_moe ? (size_t)c->num_keys : 1));
-    s->cos = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
-    s->sin = malloc(sizeof(float) * n * (size_t)(c->head_dim / 2));
-    const size_t widest = (size_t)widest_input(c);
+    const uint64_t n = (uint64_t)S, f = sizeof(float);
+    s->x = alloc_array(f, n, D, 1);
+    s->xn = alloc_array(f, n, D, 1);
+    s->q = alloc_array(f, n, Hq, 1);
+    s->k = alloc_array(f, n, Hkv, 1);
+    s->v = alloc_array(f, n, Hkv, 1);
+    s->att = alloc_array(f, n, Hq, 1);
+    s->proj = alloc_array(f, n, D, 1);
+    s->gate = alloc_array(f, n, I, 1);
+    s->up = alloc_array(f, n, I, 1);
+    s->router = alloc_array(f, n, 2, c->is_moe ? (uint64_t)c->num_keys : 1);
+    s->cos = alloc_array(f, n, (uint64_t)(c->head_dim / 2), 1);
+    s->sin = alloc_array(f, n, (uint64_t)(c->head_dim / 2), 1);
+    const uint64_t widest = (uint64_t)widest_input(c);
     const int int8 = s->m->weights == DOGE_WEIGHTS_INT8;
-    s->xq = int8 ? malloc(sizeof(int16_t) * n * widest) : NULL;
-    s->xd = int8 ? malloc(sizeof(float) * n * (widest / Q8_GROUP + 1)) : NULL;
+    s->xq = int8 ? alloc_array(sizeof(int16_t), n, widest, 1) : NULL;
+    s->xd = int8 ? alloc_array(f, n, widest / Q8_GROUP + 1, 1) : NULL;
     if (!s->x || !s->xn || !s->q || !s->k || !s->v || !s->att || !s->proj || !s->gate || !s->up || !s->router ||
         !s->cos || !s->sin || (int8 && (!s->xq || !s->xd))) {
         free_workspace(s);
@@ -660,27 +660,28 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     s->m = m;
     s->n_ctx = n_ctx;
     s->batch = DEFAULT_BATCH;
-    const size_t L = c->num_hidden_layers, KV = c->num_key_value_heads, hd = c->head_dim, T = (size_t)n_ctx;
-    s->k_cache = malloc(sizeof(float) * L * KV * T * hd);
-    s->v_cache = malloc(sizeof(float) * L * KV * T * hd);
-    s->bias_cache = malloc(sizeof(float) * L * (size_t)m->bias_rows * T);
-    s->inv_freq = malloc(sizeof(float) * hd / 2);
-    s->inv_freq_orig = malloc(sizeof(float) * hd / 2);
+    const uint64_t L = c->num_hidden_layers, KV = c->num_key_value_heads, hd = c->head_dim, T = (uint64_t)n_ctx, f = sizeof(float);
+    s->k_cache = alloc_array(f, L * KV, T, hd);
+    s->v_cache = alloc_array(f, L * KV, T, hd);
+    s->bias_cache = alloc_array(f, L * (uint64_t)m->bias_rows, T, 1);
+    s->inv_freq = malloc(sizeof(float) * (size_t)(hd / 2));
+    s->inv_freq_orig = malloc(sizeof(float) * (size_t)(hd / 2));
     s->logits = malloc(sizeof(float) * (size_t)(c->task == DOGE_TASK_SEQ_CLS ? c->num_labels : c->vocab_size));
     s->pool = pool_new(n_threads);
     /* attention needs (2 + heads per bias row) x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k
      * weights and D */
-    s->scratch_words = (2 + (size_t)heads_per_bias_row(m)) * T;
+    uint64_t words = (2 + (uint64_t)heads_per_bias_row(m)) * T;
     if (c->is_moe) {
-        size_t moe = 2 * (2 * (size_t)c->num_keys + (size_t)c->num_experts) + (size_t)c->num_experts_per_tok + c->hidden_size;
-        if (moe > s->scratch_words) s->scratch_words = moe;
+        const uint64_t moe = 2 * (2 * (uint64_t)c->num_keys + (uint64_t)c->num_experts) + (uint64_t)c->num_experts_per_tok + c->hidden_size;
+        if (moe > words) words = moe;
     }
-    if (s->pool) s->scratch = malloc(sizeof(float) * s->scratch_words * (size_t)pool_threads(s->pool));
+    if (s->pool) s->scratch = alloc_array(f, words, (uint64_t)pool_threads(s->pool), 1);
+    s->scratch_words = (size_t)words; /* fits once the scratch exists */
     if (!s->k_cache || !s->v_cache || !s->bias_cache || !s->inv_freq || !s->inv_freq_orig || !s->logits || !s->pool ||
         !s->scratch) {
         doge_session_free(s);
         doge_set_error(err, DOGE_ERR_NOMEM, "out of memory for a %d-token KV cache (%.1f MB)", n_ctx,
-                       (double)(sizeof(float) * L * KV * T * (2 * hd + 1)) / 1e6);
+                       (double)f * (double)(L * KV) * (double)T * (double)(2 * hd + 1) / 1e6);
         return NULL;
     }
     s->attn_scaling_orig = rope_init(c, 0, s->inv_freq_orig);
@@ -798,7 +799,7 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
      * bias row's key selection is repeated per head; the sums are the same). */
     const int heads_per_row = heads_per_bias_row(m);
     const int threads = pool_active(s->pool);
-    LayerJob job = {s, 0, P, U, S, threads > 1 && S * m->bias_rows < 2 * threads ? 1 : heads_per_row, NULL, NULL};
+    LayerJob job = {s, 0, U, S, threads > 1 && S * m->bias_rows < 2 * threads ? 1 : heads_per_row, NULL, NULL};
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
         job.layer = l;
@@ -857,20 +858,6 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         doge_set_error(err, DOGE_ERR_INPUT, "a forward call needs at least one token");
         return err->code;
     }
-    if (S > s->n_ctx - s->used && s->bounded) {
-        compact_cache(s);
-        const int room = s->n_ctx - s->used;
-        if (S > room) { /* in pieces that fit, evicting between them */
-            int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
-            if (rc != DOGE_OK) return rc;
-            return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
-        }
-    }
-    if (S > s->n_ctx - s->used) {
-        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d", s->used, S,
-                       s->n_ctx);
-        return err->code;
-    }
     for (int t = 0; t < S; t++)
         if (ids[t] < 0 || ids[t] >= V) {
             doge_set_error(err, DOGE_ERR_INPUT, "token id %d at index %d is outside the vocabulary [0, %d)", ids[t], t, V);
@@ -878,6 +865,24 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
         }
     if (c->task == DOGE_TASK_SEQ_CLS ? mode == DOGE_LOGITS_NONE || mode == DOGE_LOGITS_ALL : mode < 0 || mode > 2) {
         doge_set_error(err, DOGE_ERR_INPUT, "logits mode %d is not valid for this model", mode);
+        return err->code;
+    }
+    if (S > s->n_ctx - s->used && s->bounded) {
+        compact_cache(s);
+        const int room = s->n_ctx - s->used;
+        /* A call in pieces that fit, evicting between them, gives the same results only where nothing depends on
+         * the call as a whole: MoE routing does (HF's view(2, N, K)), and so does the rotary state of dynamic and
+         * longrope scaling (set from the call's last position). */
+        const int splittable = !c->is_moe && c->rope_type != ROPE_DYNAMIC && c->rope_type != ROPE_LONGROPE;
+        if (S > room && splittable) {
+            int rc = doge_forward(s, ids, room, out, mode == DOGE_LOGITS_ALL ? mode : DOGE_LOGITS_NONE, err);
+            if (rc != DOGE_OK) return rc;
+            return doge_forward(s, ids + room, S - room, mode == DOGE_LOGITS_ALL ? out + (size_t)room * V : out, mode, err);
+        }
+    }
+    if (S > s->n_ctx - s->used) {
+        doge_set_error(err, DOGE_ERR_INPUT, "context full: %d cached + %d new tokens exceed the session's %d%s", s->used, S,
+                       s->n_ctx, s->bounded ? " (the bounded cache takes a longer call of this model only in one piece)" : "");
         return err->code;
     }
     /* HF sets the rotary state once per call, from its last position */
@@ -897,6 +902,11 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
         doge_set_error(err, DOGE_ERR_INPUT, "generation needs a causal LM, this is a sequence classifier");
         return err->code;
     }
+    if (doge_sampler_vocab_size(sp) != s->m->cfg.vocab_size) {
+        doge_set_error(err, DOGE_ERR_INPUT, "the sampler was made for a vocabulary of %d tokens, the model has %d",
+                       doge_sampler_vocab_size(sp), s->m->cfg.vocab_size);
+        return err->code;
+    }
     const int all = pool_threads(s->pool), probing = n == 1 && all > 1;
     if (probing) pool_set_active(s->pool, decode_probe_threads(&s->probe, all));
     const double t0 = probing ? now_ms() : 0.0;
@@ -907,5 +917,10 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
     }
     if (rc != DOGE_OK) return rc;
     *token = doge_sampler_sample(sp, s->logits, NULL);
+    if (*token < 0) {
+        doge_set_error(err, DOGE_ERR_NUMERIC, "the logits at position %d hold NaN or infinity: the model's values overflow "
+                       "float32 (check its weights)", s->pos - 1);
+        return err->code;
+    }
     return DOGE_OK;
 }

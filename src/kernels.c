@@ -242,7 +242,10 @@ static float quantize_group(const float *x, int16_t *q) {
         wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(lo, hi));
     }
 #else
-    for (int i = 0; i < Q8_GROUP; i++) q[i] = (int16_t)nearbyintf(x[i] * id);
+    for (int i = 0; i < Q8_GROUP; i++) { /* NaN (an inf or NaN input) to 0, as the SIMD path's saturating truncation */
+        const float v = nearbyintf(x[i] * id);
+        q[i] = v == v ? (int16_t)v : 0;
+    }
 #endif
     return d;
 }

@@ -89,6 +89,20 @@ static int shard_names(const char *dir, char ***names, int *count, DogeError *er
         for (int i = 0; i < *count; i++) seen |= strcmp((*names)[i], e->str) == 0;
         if (!seen && *count < MAX_SHARDS) (*names)[(*count)++] = strdup(e->str);
     }
+    /* The core reads the checkpoint layout off the first file's tensors (q/k norms present, the rows of A), so
+     * the shard holding one of these goes first (as js/weights.js does). */
+    static const char *const layout_tensors[] = {"model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.A"};
+    for (int k = 0; k < 2 && *names; k++) {
+        const JsonNode *f = json_get(map, layout_tensors[k]);
+        if (!f || f->type != JSON_STRING) continue;
+        for (int i = 1; i < *count; i++)
+            if (strcmp((*names)[i], f->str) == 0) {
+                char *first = (*names)[i];
+                memmove(*names + 1, *names, sizeof **names * (size_t)i);
+                (*names)[0] = first;
+            }
+        break;
+    }
     json_free(doc);
     return DOGE_OK;
 }

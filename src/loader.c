@@ -27,7 +27,6 @@ typedef struct {
     int64_t shape[2];
     float **dst;       /* where the model keeps the pointer to this tensor */
     Mat *mat;          /* the matrix, when the tensor may be stored as int8 */
-    size_t arena_off;  /* offset in floats; lm_head is the exception, allocated when announced */
     int required;
     int loaded;        /* 1 once announced in a header (its bytes are then on their way) */
     char file[MAX_NAME];
@@ -61,6 +60,7 @@ struct DogeLoader {
     int weights;               /* a DogeWeights */
     float *row;                /* [widest int8 matrix] one fp32 row on its way to int8 */
     char bad_value[512];       /* first non-finite value met in an int8 matrix (reported by finish) */
+    char bad_value_file[MAX_NAME]; /* the file it was met in */
 };
 
 static void add_slot(DogeLoader *ld, const char *name, int ndim, int64_t d0, int64_t d1, float **dst, int required) {
@@ -79,25 +79,26 @@ static void add_mat(DogeLoader *ld, const char *name, int64_t rows, int64_t cols
     ld->slots[ld->n_slots - 1].mat = mat;
 }
 
-static size_t slot_floats(const Slot *s) { return (size_t)s->shape[0] * (size_t)(s->ndim == 2 ? s->shape[1] : 1); }
+/* Sizes are counted in 64 bits: a config's dimensions (each < 2^24) can multiply past a 32-bit size_t. */
+static uint64_t slot_floats(const Slot *s) { return (uint64_t)s->shape[0] * (uint64_t)(s->ndim == 2 ? s->shape[1] : 1); }
 
 /* Stored as int8: a matrix whose rows split into whole groups, when int8 weights were asked for. */
 static int slot_int8(const DogeLoader *ld, const Slot *s) {
     return ld->weights == DOGE_WEIGHTS_INT8 && s->mat && s->shape[1] % Q8_GROUP == 0;
 }
 
-static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+static uint64_t align64(uint64_t n) { return (n + 63) / 64 * 64; }
 
 /* Scales of an int8 matrix: rows padded to a multiple of Q8_BAND (kernels.h k_q8_scale_index). */
-static size_t int8_scales(const Slot *s) {
-    return ((size_t)s->shape[0] + Q8_BAND - 1) / Q8_BAND * Q8_BAND * ((size_t)s->shape[1] / Q8_GROUP);
+static uint64_t int8_scales(const Slot *s) {
+    return ((uint64_t)s->shape[0] + Q8_BAND - 1) / Q8_BAND * Q8_BAND * ((uint64_t)s->shape[1] / Q8_GROUP);
 }
 
 /* Values of an int8 matrix: a group of Q8_GROUP per scale (the padding rows included). */
-static size_t int8_values(const Slot *s) { return int8_scales(s) * Q8_GROUP; }
+static uint64_t int8_values(const Slot *s) { return int8_scales(s) * Q8_GROUP; }
 
 /* Bytes of an int8 matrix: the values, then the scales. */
-static size_t int8_bytes(const Slot *s) { return align64(int8_values(s)) + align64(int8_scales(s) * sizeof(float)); }
+static uint64_t int8_bytes(const Slot *s) { return align64(int8_values(s)) + align64(int8_scales(s) * sizeof(float)); }
 
 static void point_int8(Mat *mat, uint8_t *block, const Slot *s) {
     mat->f = NULL;
@@ -208,10 +209,10 @@ static uint64_t qarena_bytes_of_plan(const DogeLoader *ld) {
 /* Allocates the arena for the current plan and points every tensor into it. */
 static int allocate_arena(DogeLoader *ld, DogeError *err) {
     DogeModel *m = ld->model;
-    const uint64_t total = arena_floats_of_plan(ld);
-    if (total * sizeof(float) > (uint64_t)SIZE_MAX / 2) {
+    const uint64_t total = arena_floats_of_plan(ld), qbytes = qarena_bytes_of_plan(ld);
+    if (doge_loader_weight_bytes(ld) > (uint64_t)SIZE_MAX / 2) {
         doge_set_error(err, DOGE_ERR_NOMEM, "config.json: the model needs %.1f GB of weights, more than this build can address",
-                       (double)total * 4 / 1e9);
+                       (double)doge_loader_weight_bytes(ld) / 1e9);
         return err->code;
     }
     m->arena_floats = (size_t)total;
@@ -221,7 +222,6 @@ static int allocate_arena(DogeLoader *ld, DogeError *err) {
         return err->code;
     }
     memset(m->arena, 0, m->arena_floats * sizeof(float)); /* alignment padding stays zero for the hash */
-    const uint64_t qbytes = qarena_bytes_of_plan(ld);
     size_t widest = 0;
     if (qbytes) {
         m->qarena_bytes = (size_t)qbytes;
@@ -244,7 +244,6 @@ static int allocate_arena(DogeLoader *ld, DogeError *err) {
             qoff += int8_bytes(s);
             continue;
         }
-        s->arena_off = off;
         *s->dst = m->arena + off;
         off += (slot_floats(s) + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
     }
@@ -365,8 +364,9 @@ static void entry_dims(const JsonNode *t, int64_t *d0, int64_t *d1, int *nd) {
     if (!shape || shape->type != JSON_ARRAY) return;
     *nd = (int)shape->count;
     const JsonNode *a = json_at(shape, 0), *b = json_at(shape, 1);
-    if (a && a->type == JSON_NUMBER) *d0 = (int64_t)a->number;
-    if (b && b->type == JSON_NUMBER) *d1 = (int64_t)b->number;
+    /* beyond 2^53 the cast would be undefined; such a dimension matches no slot either way */
+    if (a && a->type == JSON_NUMBER && a->number >= 0 && a->number < 0x1p53) *d0 = (int64_t)a->number;
+    if (b && b->type == JSON_NUMBER && b->number >= 0 && b->number < 0x1p53) *d1 = (int64_t)b->number;
 }
 
 /* Reads the checkpoint layout from the first header's tensor names and shapes (doge-legacy.md), then lays
@@ -488,7 +488,8 @@ static int add_entry(DogeLoader *ld, const JsonNode *t, DogeError *err) {
         DogeModel *m = ld->model;
         if (is_lm_head(ld, slot) && !m->lm_head_block) {
             const int q = slot_int8(ld, slot);
-            m->lm_head_bytes = q ? int8_bytes(slot) : align64(slot_floats(slot) * sizeof(float));
+            /* below SIZE_MAX / 2: allocate_arena checked every weight, lm_head included */
+            m->lm_head_bytes = (size_t)(q ? int8_bytes(slot) : align64(slot_floats(slot) * sizeof(float)));
             m->lm_head_block = aligned_alloc(64, m->lm_head_bytes);
             if (!m->lm_head_block) {
                 doge_set_error(err, DOGE_ERR_NOMEM, "%s: cannot allocate %.1f MB for lm_head.weight", ld->file,
@@ -600,9 +601,11 @@ static void convert_to(float *dst, DType t, const uint8_t *p, size_t count) {
 static void quantize_row(DogeLoader *ld, const Slot *sl, uint64_t r) {
     const size_t cols = (size_t)sl->shape[1];
     for (size_t k = 0; k < cols && !ld->bad_value[0]; k++)
-        if (!isfinite(ld->row[k]))
+        if (!isfinite(ld->row[k])) {
             snprintf(ld->bad_value, sizeof ld->bad_value, "%s: tensor '%s' has a non-finite value (NaN or infinity) at element %llu",
                      sl->file, sl->name, (unsigned long long)(r * cols + k));
+            snprintf(ld->bad_value_file, sizeof ld->bad_value_file, "%s", ld->file);
+        }
     k_quantize_q8_row(sl->mat->q, sl->mat->d, r, ld->row, (int)cols);
 }
 
@@ -735,6 +738,7 @@ int doge_loader_restart_file(DogeLoader *ld, DogeError *err) {
     }
     for (int i = 0; i < ld->n_entries; i++) /* this file's tensors arrive again from the start */
         if (ld->entries[i].slot) ld->entries[i].slot->loaded = 0;
+    if (strcmp(ld->bad_value_file, ld->file) == 0) ld->bad_value[0] = 0; /* met in bytes that arrive again */
     char file[MAX_NAME];
     snprintf(file, sizeof file, "%s", ld->file);
     reset_file_state(ld);

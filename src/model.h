@@ -4,6 +4,10 @@
 #ifndef DOGE_MODEL_H
 #define DOGE_MODEL_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
 #include "doge.h"
 #include "kernels.h"
 
@@ -49,6 +53,19 @@ typedef struct {
     double llama3_low_freq_factor, llama3_high_freq_factor;
 } DogeConfig;
 
+/* malloc of a x b x c elements of `size` bytes; NULL when that does not fit this build's address space, so that
+ * an absurd size fails as out of memory instead of wrapping around to a small block (size_t is 32 bits in wasm). */
+static inline void *alloc_array(uint64_t size, uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t n;
+    if (__builtin_mul_overflow(size, a, &n) || __builtin_mul_overflow(n, b, &n) || __builtin_mul_overflow(n, c, &n) ||
+        n > (uint64_t)PTRDIFF_MAX)
+        return NULL;
+    return malloc((size_t)n);
+}
+
+/* The vocabulary size a sampler was made for. */
+int doge_sampler_vocab_size(const DogeSampler *sp);
+
 /* Parses config.json text; fills defaults the way HF's DogeConfig does. */
 int doge_config_parse(DogeConfig *cfg, const char *json, size_t len, DogeError *err);
 void doge_config_free(DogeConfig *cfg);
@@ -56,8 +73,8 @@ void doge_config_free(DogeConfig *cfg);
 /* A matrix [rows, cols] that is either fp32 (f) or, with int8 weights, q and d (f is then NULL). */
 typedef struct {
     float *f;   /* [rows, cols] */
-    int8_t *q;  /* [rows, cols] */
-    float *d;   /* [rows, cols / Q8_GROUP] one scale per group of a row (kernels.h) */
+    int8_t *q;  /* [rows padded to Q8_BAND, cols] in the band layout of kernels.h (k_q8_index) */
+    float *d;   /* [rows padded to Q8_BAND, cols / Q8_GROUP] one scale per group of a row (k_q8_scale_index) */
 } Mat;
 
 typedef struct {

@@ -27,7 +27,7 @@ typedef struct {
 
 struct Pool {
     int n_threads; /* including the caller */
-    int active;    /* threads that take part in pool_run (pool_set_active) */
+    int active;    /* 1: pool_run runs on the caller alone; else every thread takes part (pool_set_active) */
 #ifndef DOGE_NO_THREADS
     pthread_t *workers;
     pthread_mutex_t mu;

@@ -14,7 +14,8 @@ Pool *pool_new(int n_threads);
 void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
 /* Threads in the pool (the caller included). */
 int pool_threads(const Pool *p);
-/* How many of them take part in the next pool_run calls (1..pool_threads; 1 runs work on the caller alone). */
+/* 1: the next pool_run calls run on the caller alone; more: every thread takes part again (the count only sizes
+ * the chunks, so callers pass 1 or pool_threads). */
 void pool_set_active(Pool *p, int n);
 int pool_active(const Pool *p);
 void pool_free(Pool *p);

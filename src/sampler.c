@@ -108,6 +108,16 @@ static void partial_sort(int32_t *order, int n, int k, const float *scores) {
     qsort(order, (size_t)k, sizeof *order, cmp_ids);
 }
 
+int doge_sampler_vocab_size(const DogeSampler *sp) { return sp->V; }
+
+/* Whether the scores hold a NaN, or when sampling a +inf (the softmax of which is NaN); -inf is a token
+ * removed and fine. One pass over V, cheap next to the head that produced them. */
+static int scores_undefined(const float *s, int V, int sampling) {
+    int bad = 0;
+    for (int i = 0; i < V; i++) bad |= s[i] != s[i] || (sampling && s[i] == INFINITY);
+    return bad;
+}
+
 int32_t doge_sampler_sample(DogeSampler *sp, float *s, float *probs_out) {
     const int V = sp->V;
     const DogeSamplingParams *p = &sp->p;
@@ -115,6 +125,9 @@ int32_t doge_sampler_sample(DogeSampler *sp, float *s, float *probs_out) {
     if (p->repetition_penalty != 1.0f)
         for (int i = 0; i < V; i++)
             if (sp->seen[i]) s[i] = s[i] < 0 ? s[i] * p->repetition_penalty : s[i] / p->repetition_penalty;
+    if (p->temperature != 0.0f && p->temperature != 1.0f)
+        for (int i = 0; i < V; i++) s[i] = s[i] / p->temperature;
+    if (scores_undefined(s, V, p->temperature != 0.0f)) return -1;
     if (p->temperature == 0.0f) { /* greedy: the first maximum, like torch.argmax */
         const int best = k_argmax(s, V);
         if (probs_out) {
@@ -123,8 +136,6 @@ int32_t doge_sampler_sample(DogeSampler *sp, float *s, float *probs_out) {
         }
         return best;
     }
-    if (p->temperature != 1.0f)
-        for (int i = 0; i < V; i++) s[i] = s[i] / p->temperature;
 
     /* Candidates in descending order: n live tokens, of which the first `sorted` are sorted. */
     int32_t *order = sp->order;

@@ -2,6 +2,7 @@
 // per layer and kv head. Its results must be exactly those of an unbounded cache, far past the window.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
 import { CASES_DIR, runCli, tempDir } from './helpers.js';
@@ -55,4 +56,23 @@ test('the bounded cache is refused where it cannot be exact, with the reason', a
   const r = runCli(['generate', '--model', dir, '--ids', '5,6', '--bounded-cache', '--context-length', '20']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^doge-wasm: BAD_INPUT: the bounded cache cannot be used/);
+});
+
+test('MoE: the bounded cache decodes exactly, and refuses a call it would have to split (routing spans the call)', async () => {
+  const moe = tempDir('bounded-moe');
+  cpSync(`${CASES_DIR}/moe_e16_k4`, moe, { recursive: true });
+  const config = JSON.parse(readFileSync(`${moe}/config.json`, 'utf8'));
+  writeFileSync(`${moe}/config.json`, JSON.stringify({ ...config, keep_window_size: 4 }));
+  const full = await loadModel(moe, { contextLength: 64 });
+  const bounded = await loadModel(moe, { contextLength: 8, boundedCache: true });
+  try {
+    const run = (m) => m.generate([5, 6, 7], { temperature: 0, maxNewTokens: 40, eosTokenId: [] }).result;
+    assert.deepEqual((await run(bounded)).ids, (await run(full)).ids);
+    const ids = Array.from({ length: 20 }, (_, i) => (i * 5 + 1) % 100);
+    await assert.rejects(bounded.logits(ids), (e) => e.code === 'BAD_INPUT' && /only in one piece/.test(e.message));
+    assert.deepEqual(await bounded.logits(ids.slice(0, 8)), await full.logits(ids.slice(0, 8)));
+  } finally {
+    await full.dispose();
+    await bounded.dispose();
+  }
 });

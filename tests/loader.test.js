@@ -162,3 +162,87 @@ test('CLI usage errors', () => {
   assert.equal(help.code, 0);
   assert.match(help.stdout, /usage: doge-wasm logits --model <dir> --ids 5,17,42/);
 });
+
+test('shards load whatever shard the index names first: the one telling the layout is read first', () => {
+  const dir = mkdtempSync(`${tmpdir()}/doge-shards-`);
+  try {
+    cpSync(`${CASES_DIR}/sharded`, dir, { recursive: true });
+    const all = {};
+    for (const f of ['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors']) {
+      Object.assign(all, readSafetensors(`${dir}/${f}`));
+      rmSync(`${dir}/${f}`);
+    }
+    // the last shard holds only tensors that do not tell the layout; by key order the index names it first
+    const shardOf = (name) => (name === 'lm_head.weight' || name === 'model.norm.weight' ? 3 : name.startsWith('model.layers.2.') ? 2 : 1);
+    const weightMap = {};
+    for (const k of [1, 2, 3]) {
+      const file = `model-0000${k}-of-00003.safetensors`;
+      const names = Object.keys(all).filter((n) => shardOf(n) === k);
+      writeSafetensors(`${dir}/${file}`, Object.fromEntries(names.map((n) => [n, all[n]])));
+      for (const n of names) weightMap[n] = file;
+    }
+    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((n) => [n, weightMap[n]]));
+    assert.equal(Object.values(sorted)[0], 'model-00003-of-00003.safetensors');
+    writeFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: sorted }));
+    for (const cli of [(args) => run(NATIVE, args), runCli]) { // each build against itself on the original shards
+      const logits = (model) => {
+        const r = cli(['logits', '--model', model, '--ids', '1,2,3']);
+        assert.equal(r.code, 0, r.stderr);
+        return JSON.parse(r.stdout).logits;
+      };
+      assert.deepEqual(logits(dir), logits(`${CASES_DIR}/sharded`));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a file restarted after a NaN in its first attempt loads (int8 notes non-finite values while quantizing)', async () => {
+  const clean = readFileSync(`${CASES_DIR}/tiny_tied/model.safetensors`);
+  const t = readSafetensors(`${CASES_DIR}/tiny_tied/model.safetensors`);
+  const name = 'model.layers.0.self_attn.q_proj.weight';
+  const bad = Buffer.from(clean);
+  bad.writeFloatLE(NaN, clean.indexOf(t[name].bytes));
+  const engine = await Engine.create({ build: 'single' });
+  try {
+    const config = readFileSync(`${CASES_DIR}/tiny_tied/config.json`, 'utf8');
+    /** Feeds `dropped` (a first attempt cut short, then restarted) if given, then `body`, and finishes. */
+    const load = (dropped, body) => {
+      const loader = engine.createLoader(config, 'int8');
+      try {
+        loader.beginFile('model.safetensors');
+        if (dropped) {
+          loader.feed(dropped);
+          loader.restartFile();
+        }
+        loader.feed(body);
+        loader.endFile();
+        loader.finish().free();
+      } finally {
+        loader.free();
+      }
+    };
+    load(bad.subarray(0, bad.length - 64), clean); // the NaN arrived, the connection dropped, the file came again clean
+    assert.throws(() => load(null, bad), (e) => e.code === 'BAD_TENSOR' && /non-finite value/.test(e.message));
+    assert.throws(() => load(clean.subarray(0, 100), bad), (e) => e.code === 'BAD_TENSOR' && /non-finite value/.test(e.message));
+  } finally {
+    engine.dispose();
+  }
+});
+
+test('sizes past 4 GB are refused as OUT_OF_MEMORY, not wrapped around in 32-bit wasm', () => {
+  const dir = mkdtempSync(`${tmpdir()}/doge-huge-`);
+  try {
+    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
+    editConfig(dir, (c) => Object.assign(c, { vocab_size: 1 << 24, hidden_size: 1024 })); // a 64 GiB embedding
+    let r = runCli(['logits', '--model', dir, '--ids', '1']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: config\.json: the model needs 6\d\.\d\d GiB of f32 weights/);
+    // a KV cache of 2^24 tokens of the Doge-20M shape: 128 GB
+    r = runCli(['logits', '--model', `${CASES_DIR}/doge20m_shape`, '--ids', '1', '--context-length', String(1 << 24)]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: out of memory for a 16777216-token KV cache \(13797\d\.\d MB\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,11 @@
 // The C sampler against a direct computation of Hugging Face's logits processors on known logits.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Engine, WasmSampler } from '../js/wasm-engine.js';
+import { CASES_DIR, NATIVE, run, runCli } from './helpers.js';
+import { readSafetensors, writeSafetensors } from './safetensors.js';
 
 let engine;
 before(async () => {
@@ -136,5 +140,55 @@ test('invalid sampling values are refused', () => {
   for (const [bad, msg] of [[{ temperature: -1 }, /temperature must be >= 0/], [{ topP: 0 }, /top_p must be in \(0, 1\]/], [{ topP: 1.5 }, /top_p/],
     [{ minP: -0.1 }, /min_p/], [{ repetitionPenalty: 0 }, /repetition_penalty must be > 0/], [{ topK: -2 }, /top_k must be >= 0/]]) {
     assert.throws(() => new WasmSampler(engine, V, { ...base, ...bad }), (e) => e.code === 'BAD_INPUT' && msg.test(e.message));
+  }
+});
+
+const DEFAULTS = { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, seed: 0 };
+
+test('NaN logits (or +inf when sampling) have no distribution: sampleFrom refuses them, greedy ignores -inf', () => {
+  const nan = knownLogits(3);
+  nan[7] = NaN;
+  const inf = knownLogits(3);
+  inf[9] = Infinity;
+  for (const [params, logits] of [[{ temperature: 0 }, nan], [{ temperature: 1, topK: 5 }, nan], [{ temperature: 0.7 }, inf]]) {
+    const sampler = new WasmSampler(engine, V, { ...DEFAULTS, ...params });
+    try {
+      assert.throws(() => sampler.sampleFrom(logits), (e) => e.code === 'NON_FINITE_LOGITS', JSON.stringify(params));
+    } finally {
+      sampler.free();
+    }
+  }
+  const greedy = new WasmSampler(engine, V, { ...DEFAULTS, temperature: 0 });
+  try {
+    const masked = knownLogits(3);
+    masked[2] = -Infinity;
+    assert.equal(greedy.sampleFrom(inf).token, 9); // +inf is a maximum like any other for argmax
+    assert.equal(greedy.sampleFrom(masked).token, greedy.sampleFrom(knownLogits(3)).token);
+    assert.throws(() => greedy.sampleFrom(knownLogits(3).subarray(1)), (e) => e.code === 'BAD_ARGUMENT');
+  } finally {
+    greedy.free();
+  }
+});
+
+test('a model whose values overflow float32 ends generation with NON_FINITE_LOGITS, and the native CLI prints null', () => {
+  const dir = mkdtempSync(`${tmpdir()}/doge-nan-`);
+  try {
+    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
+    const t = readSafetensors(`${dir}/model.safetensors`);
+    for (const name of ['model.layers.0.input_residual', 'model.layers.0.post_attention_residual']) {
+      const x = new Float32Array(t[name].bytes.length / 4).fill(3e38);
+      t[name] = { ...t[name], bytes: Buffer.from(x.buffer) };
+    }
+    writeSafetensors(`${dir}/model.safetensors`, t);
+    for (const sampling of [['--temperature', '0'], ['--temperature', '1', '--top-k', '40']]) {
+      const r = runCli(['generate', '--model', dir, '--ids', '1,2,3', '--max-new-tokens', '3', ...sampling]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^doge-wasm: NON_FINITE_LOGITS: the logits at position 2 hold NaN or infinity/);
+    }
+    const n = run(NATIVE, ['logits', '--model', dir, '--ids', '1,2']);
+    assert.equal(n.code, 0, n.stderr);
+    assert.ok(JSON.parse(n.stdout).logits.includes(null));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
