@@ -1,6 +1,7 @@
 // The web demo in real Chromium (Debian's, driven by playwright-core): streaming chat with the embedded
-// model, Stop, New chat, settings, offline reload through the service worker, the single-thread fallback
-// without COOP/COEP, and loading by repo id from a local server in the hub layout.
+// model, Stop, New chat (also during a reply), settings (kept across reloads), offline reload through the
+// service worker, the single-thread fallback without COOP/COEP, and loading by repo id from a local server in
+// the hub layout.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, readFileSync } from 'node:fs';
@@ -94,27 +95,83 @@ test('temperature 0 gives the same reply twice; New chat clears; settings take e
   await page.context().close();
 });
 
+/** Clicks button `id` the moment the first generated token shows (the embedded model is fast enough to finish a
+ * reply otherwise); window.clicked records whether the reply was still streaming and its tokens then. */
+function clickAtFirstToken(page, id) {
+  return page.evaluate((id) => {
+    const stats = document.getElementById('gen-stats');
+    new MutationObserver((_, obs) => {
+      if (/^[1-9]\d* tokens/.test(stats.textContent)) {
+        obs.disconnect();
+        window.clicked = { streaming: !document.getElementById('stop').disabled, tokens: parseInt(stats.textContent, 10) };
+        document.getElementById(id).click();
+      }
+    }).observe(stats, { childList: true, characterData: true, subtree: true });
+  }, id);
+}
+
+test('New chat during a reply drops that reply: the next prompt starts a fresh chat', async () => {
+  const page = await openPage(`${site.url}?nosw`);
+  await loaded(page);
+  await page.selectOption('#mode', 'chat');
+  await setting(page, 'temperature', 0);
+  await setting(page, 'max-new-tokens', 3);
+  const promptTokens = (stats) => Number(/prompt (\d+) tokens/.exec(stats)[1]);
+  const fresh = promptTokens((await ask(page, 'Hello')).stats);
+  await page.click('#new-chat');
+  await setting(page, 'temperature', 1);
+  await setting(page, 'max-new-tokens', 2000);
+  await clickAtFirstToken(page, 'new-chat');
+  await page.fill('#input', 'Tell me a long story');
+  await page.press('#input', 'Enter');
+  await page.waitForFunction(() => !document.getElementById('send').disabled, null, { timeout: 60000 });
+  assert.equal(await page.evaluate(() => window.clicked.streaming), true, 'New chat was pressed during the reply');
+  assert.equal(await page.$$eval('.message', (els) => els.length), 0, 'the new chat is empty');
+  const oldStats = await page.textContent('#gen-stats');
+  await setting(page, 'temperature', 0);
+  await setting(page, 'max-new-tokens', 3);
+  const { stats, messages } = await ask(page, 'Hello');
+  assert.equal(promptTokens(stats), fresh, 'the same prompt as in a fresh chat');
+  assert.equal(messages.length, 2);
+  assert.equal(oldStats, '', 'the old reply did not report into the new chat');
+  await page.context().close();
+});
+
+test('the user\'s settings persist across reloads; the model\'s defaults fill the others; Defaults from the model resets', async () => {
+  const page = await openPage(`${site.url}?nosw&hub=${encodeURIComponent(hub.url)}`);
+  await loaded(page);
+  const values = () => page.$$eval('#temperature, #top-k, #top-p, #max-new-tokens', (els) => els.map((e) => e.value));
+  assert.deepEqual(await values(), ['0.8', '50', '0.9', '200'], 'doge-mini\'s generation_config.json');
+  await setting(page, 'temperature', 0.3);
+  await setting(page, 'top-p', 0.5);
+  await page.reload();
+  await loaded(page);
+  assert.deepEqual(await values(), ['0.3', '50', '0.5', '200'], 'kept across a reload');
+  // another model: its defaults (greedy, max 256 new tokens) apply only where the user changed nothing
+  await page.selectOption('#model-select', 'custom');
+  await page.fill('#custom-model', 'test-org/tiny-doge');
+  await page.click('#load-button');
+  await page.waitForFunction(() => /vocabulary 320/.test(document.getElementById('model-info').textContent), null, { timeout: 60000 });
+  assert.deepEqual(await values(), ['0.3', '50', '0.5', '256']);
+  await page.click('#reset-settings');
+  assert.deepEqual(await values(), ['0', '50', '1', '256'], 'the model\'s defaults again');
+  await page.reload(); // the embedded model again
+  await loaded(page);
+  assert.deepEqual(await values(), ['0.8', '50', '0.9', '200'], 'no longer the user\'s after the reset');
+  await page.context().close();
+});
+
 test('Stop aborts the generation at once', async () => {
   const page = await openPage(`${site.url}?nosw`);
   await loaded(page);
   await setting(page, 'temperature', 1);
   await setting(page, 'max-new-tokens', 2000);
-  // press Stop the moment the first token shows (the embedded model is fast enough to finish otherwise)
-  await page.evaluate(() => {
-    const stats = document.getElementById('gen-stats');
-    new MutationObserver((_, obs) => {
-      if (/^[1-9]\d* tokens/.test(stats.textContent)) {
-        obs.disconnect();
-        window.tokensAtStop = parseInt(stats.textContent, 10);
-        document.getElementById('stop').click();
-      }
-    }).observe(stats, { childList: true, characterData: true, subtree: true });
-  });
+  await clickAtFirstToken(page, 'stop');
   await page.fill('#input', 'Tell me a long story');
   await page.press('#input', 'Enter');
   await finished(page);
   const stopped = parseInt(await page.textContent('#gen-stats'), 10);
-  assert.ok(stopped <= (await page.evaluate(() => window.tokensAtStop)) + 1, `${stopped} tokens after Stop`);
+  assert.ok(stopped <= (await page.evaluate(() => window.clicked.tokens)) + 1, `${stopped} tokens after Stop`);
   assert.match(await page.textContent('#gen-stats'), /stopped: abort/);
   // still usable
   await greedy(page);

@@ -20,7 +20,9 @@ const MODELS = [
 ];
 
 const SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens', 'seed', 'threads', 'weights'];
-const state = { model: null, source: null, messages: [], abort: null, droppedFiles: null, busy: false };
+// The settings a model's generation_config.json gives defaults for; those the user changes keep the user's value.
+const MODEL_SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens'];
+const state = { model: null, source: null, messages: [], abort: null, droppedFiles: null, busy: false, changed: new Set() };
 
 // ---- small UI helpers ----------------------------------------------------------------------------------
 function showError(e) {
@@ -157,28 +159,36 @@ async function load() {
 }
 
 // ---- settings --------------------------------------------------------------------------------------------
+/** The model's defaults, for the settings the user has not changed. */
 function applyModelDefaults() {
   const g = state.model?.info.generationConfig ?? {};
   const sampling = g.do_sample === true;
-  $('temperature').value = sampling ? g.temperature ?? 1 : 0;
-  $('top-k').value = g.top_k ?? 50;
-  $('top-p').value = g.top_p ?? 1;
-  $('min-p').value = g.min_p ?? 0;
-  $('repetition-penalty').value = g.repetition_penalty ?? 1;
-  $('max-new-tokens').value = g.max_new_tokens ?? 256;
+  const defaults = {
+    temperature: sampling ? g.temperature ?? 1 : 0, 'top-k': g.top_k ?? 50, 'top-p': g.top_p ?? 1, 'min-p': g.min_p ?? 0,
+    'repetition-penalty': g.repetition_penalty ?? 1, 'max-new-tokens': g.max_new_tokens ?? 256,
+  };
+  for (const k of MODEL_SETTINGS) if (!state.changed.has(k)) $(k).value = defaults[k];
   saveSettings();
+}
+
+/** "Defaults from the model": forgets the user's values of the settings the model gives defaults for. */
+function resetSettings() {
+  state.changed.clear();
+  applyModelDefaults();
 }
 
 function saveSettings() {
   const s = Object.fromEntries(SETTINGS.map((k) => [k, $(k).value]));
   s.system = $('system').value;
   s.mode = $('mode').value;
+  s.changed = [...state.changed];
   localStorage.setItem('doge-settings', JSON.stringify(s));
 }
 
 function restoreSettings() {
   const s = JSON.parse(localStorage.getItem('doge-settings') ?? '{}');
   for (const k of SETTINGS) if (s[k] !== undefined) $(k).value = s[k];
+  state.changed = new Set((s.changed ?? []).filter((k) => MODEL_SETTINGS.includes(k)));
   if (!$('threads').value) $('threads').value = threadsSupported() ? Math.min(navigator.hardwareConcurrency || 1, 4) : 1;
   $('threads').disabled = !threadsSupported();
   if (s.system) $('system').value = s.system;
@@ -204,7 +214,7 @@ function chatMode() {
 }
 
 function newChat() {
-  state.abort?.abort();
+  state.abort?.abort(); // the reply still streaming belongs to the old chat: send() drops it
   state.messages = [];
   $('messages').textContent = '';
   $('gen-stats').textContent = '';
@@ -229,6 +239,8 @@ async function send() {
     input = state.messages;
     body = addMessage('assistant', '');
   }
+  const messages = state.messages; // New chat replaces the list: what arrives after that is dropped
+  const current = () => state.messages === messages;
   state.abort = new AbortController();
   setBusy(true);
   const t0 = performance.now();
@@ -237,6 +249,7 @@ async function send() {
   try {
     const stream = state.model.generate(input, { ...generationOptions(), signal: state.abort.signal });
     for await (const piece of stream) {
+      if (!current()) continue;
       reply += piece.text;
       body.textContent += piece.text;
       if (piece.tokenId !== null) count++;
@@ -244,12 +257,12 @@ async function send() {
       body.parentElement.scrollIntoView({ block: 'end' });
     }
     const { stats } = await stream.result;
-    $('gen-stats').textContent = `${stats.generatedTokens} tokens, ${stats.tokensPerSecond ? stats.tokensPerSecond.toFixed(1) : '–'} tok/s, ` +
+    if (current()) $('gen-stats').textContent = `${stats.generatedTokens} tokens, ${stats.tokensPerSecond ? stats.tokensPerSecond.toFixed(1) : '–'} tok/s, ` +
       `prompt ${stats.promptTokens} tokens in ${stats.prefillMs.toFixed(0)} ms, stopped: ${stats.stopReason}`;
   } catch (e) {
-    showError(e);
+    if (current()) showError(e);
   } finally {
-    if (!complete) state.messages.push({ role: 'assistant', content: reply });
+    if (!complete && current()) messages.push({ role: 'assistant', content: reply });
     state.abort = null;
     setBusy(false);
   }
@@ -301,8 +314,13 @@ function wire() {
   });
   $('stop').addEventListener('click', () => state.abort?.abort());
   $('new-chat').addEventListener('click', newChat);
-  $('reset-settings').addEventListener('click', applyModelDefaults);
-  for (const id of [...SETTINGS, 'system', 'mode']) $(id).addEventListener('change', saveSettings);
+  $('reset-settings').addEventListener('click', resetSettings);
+  for (const id of [...SETTINGS, 'system', 'mode']) {
+    $(id).addEventListener('change', () => {
+      if (MODEL_SETTINGS.includes(id)) state.changed.add(id);
+      saveSettings();
+    });
+  }
   $('cache-refresh').addEventListener('click', refreshCacheList);
   $('folder-input').addEventListener('change', () => (state.droppedFiles = null));
   document.addEventListener('dragover', (e) => {
