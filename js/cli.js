@@ -63,16 +63,18 @@ const COMMANDS = {
   chat: {
     summary: 'interactive multi-turn chat in the terminal',
     usage: 'doge-wasm chat --model <dir|url|repo-id> [--system TEXT] [options]',
-    details: 'Type a message and press Enter. /reset starts over, /exit (or end of input) quits.',
+    details: 'Type a message and press Enter. /reset starts over, /exit (or end of input) quits. When the conversation\n' +
+      'outgrows the context, the oldest turns are dropped (the system prompt stays) to leave room for the reply.',
     options: { ...ENGINE_OPTIONS, ...SAMPLING_OPTIONS, ...HELP },
     run: runChat,
   },
   tokenize: {
     summary: 'print the token ids of a text as JSON',
     usage: 'doge-wasm tokenize --model <dir|url|repo-id> (--text TEXT | --text-file F) [--no-special]',
-    details: 'Needs only tokenizer.json (and tokenizer_config.json). Prints {"ids": [...]}.',
+    details: 'Needs only tokenizer.json (and tokenizer_config.json). Prints {"ids": [...]}.\n' +
+      'Takes the engine options like every command (checked, but no engine runs, so they change nothing).',
     options: {
-      ...SOURCE_OPTIONS,
+      ...ENGINE_OPTIONS,
       text: { type: 'string', arg: '<TEXT>', help: 'the text' },
       'text-file': { type: 'string', arg: '<F>', help: 'read the text from a file' },
       'no-special': { type: 'boolean', help: 'do not add special tokens (e.g. BOS)' },
@@ -102,7 +104,8 @@ const COMMANDS = {
     summary: 'run one prefill of token ids and print the logits as JSON',
     usage: 'doge-wasm logits --model <dir> --ids 5,17,42 [--threads N]',
     details: 'Prints {"shape": [S, V], "logits": [...]} (all positions, row-major) for a causal LM, or\n' +
-      '{"shape": [num_labels], "logits": [...]} for a sequence-classification model.',
+      '{"shape": [num_labels], "logits": [...]} for a sequence-classification model. The context defaults to the\n' +
+      'number of ids (with --bounded-cache, which needs more than keep_window_size, to the model\'s default).',
     options: { ...ENGINE_OPTIONS, ids: { type: 'string', arg: '<1,2,3>', help: 'comma-separated token ids' }, ...HELP },
     run: runLogits,
   },
@@ -110,6 +113,24 @@ const COMMANDS = {
 
 function fail(code, message) {
   throw new DogeError(code, message);
+}
+
+/** Aborted when the reader of stdout goes away (e.g. `| head`): commands then stop quietly, with exit code 0. */
+const stdoutClosed = new AbortController();
+process.stdout.on('error', (e) => {
+  if (e.code !== 'EPIPE') throw e;
+  stdoutClosed.abort();
+});
+
+/** Writes to stdout unless its reader is gone. */
+function out(text) {
+  if (!stdoutClosed.signal.aborted) process.stdout.write(text);
+}
+
+/** Prints an error as the one line `doge-wasm: CODE: message` on stderr. */
+function printError(e) {
+  const line = e instanceof DogeError ? `${e.code}: ${e.message}` : `INTERNAL: ${e?.stack ?? e}`;
+  process.stderr.write(`doge-wasm: ${line.split('\n')[0]}\n`);
 }
 
 function intOption(values, name, min, max) {
@@ -158,8 +179,10 @@ function progressBar() {
 function loadOptions(values) {
   const build = values.build ?? 'auto';
   if (!['auto', 'threads', 'single'].includes(build)) fail('BAD_ARGUMENT', `--build must be auto, threads or single, got '${build}'`);
+  const threads = intOption(values, 'threads', 1, 256);
+  if (build === 'single' && threads > 1) fail('BAD_ARGUMENT', `--threads ${threads} needs the threads build: --build single runs one thread`);
   const opts = {
-    threads: intOption(values, 'threads', 1, 256),
+    threads,
     build,
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
     boundedCache: values['bounded-cache'],
@@ -203,26 +226,78 @@ function statsLine(stats) {
     `stop: ${stats.stopReason}, ${stats.build} build, ${stats.threads} thread${stats.threads > 1 ? 's' : ''}]`;
 }
 
+/**
+ * Runs a generation, streaming its text to stdout unless `quiet`. It ends at once when stdout's reader goes away.
+ * @param {(signal: AbortSignal) => import('./index.js').GenerationStream} start
+ * @param {boolean} [quiet]
+ * @returns {Promise<import('./index.js').GenerationResult|null>} null when stdout was closed
+ */
+async function streamToStdout(start, quiet) {
+  const generation = new AbortController(); // one per generation: each stream keeps a listener on its signal
+  const abort = () => generation.abort();
+  stdoutClosed.signal.addEventListener('abort', abort);
+  try {
+    const stream = start(generation.signal);
+    for await (const piece of stream) if (!quiet) out(piece.text);
+    const result = await stream.result;
+    return stdoutClosed.signal.aborted ? null : result;
+  } finally {
+    stdoutClosed.signal.removeEventListener('abort', abort);
+  }
+}
+
 async function runGenerate(values) {
   if ((values.prompt === undefined) === (values.ids === undefined)) fail('BAD_ARGUMENT', 'give exactly one of --prompt and --ids');
   if (values.chat && values.ids !== undefined) fail('BAD_ARGUMENT', '--chat takes --prompt, not --ids');
+  if (values.system !== undefined && !values.chat) fail('BAD_ARGUMENT', '--system needs --chat (or the chat command)');
   const ids = values.ids !== undefined ? parseIds(values.ids) : undefined;
   const opts = samplingOptions(values);
   const model = await load(values);
   try {
     let input = ids ?? values.prompt;
     if (values.chat) input = [...(values.system ? [{ role: 'system', content: values.system }] : []), { role: 'user', content: values.prompt }];
-    const stream = model.generate(input, opts);
-    for await (const piece of stream) if (!values.json) process.stdout.write(piece.text);
-    const result = await stream.result;
-    if (values.json) process.stdout.write(JSON.stringify({ ids: result.ids, text: result.text, stats: result.stats }) + '\n');
+    const result = await streamToStdout((signal) => model.generate(input, { ...opts, signal }), values.json);
+    if (!result) return;
+    if (values.json) out(JSON.stringify({ ids: result.ids, text: result.text, stats: result.stats }) + '\n');
     else {
-      process.stdout.write('\n');
+      out('\n');
       process.stderr.write(statsLine(result.stats) + '\n');
     }
   } finally {
     await model.dispose();
   }
+}
+
+/** The number of tokens of the prompt the chat template makes of messages (what model.chat() prefills). */
+async function chatTokens(model, messages) {
+  return (await model.tokenize(await model.applyChatTemplate(messages), { addSpecialTokens: false })).length;
+}
+
+/**
+ * Makes a chat fit the context before a reply, the way llama.cpp's and Ollama's chats do: drops the oldest
+ * turns (a user message and its reply; the first `keep` messages, the system prompt, stay) until the prompt
+ * leaves `room` tokens for the reply or only the last user message is left. Prints a note when it drops turns,
+ * and an error line when even the last message does not fit (the session goes on).
+ * @param {import('./index.js').DogeModel} model
+ * @param {{role: string, content: string}[]} messages changed in place
+ * @param {number} keep
+ * @param {number} room tokens wanted for the reply
+ * @returns {Promise<boolean>} whether the prompt fits
+ */
+async function fitChat(model, messages, keep, room) {
+  const { contextLength, boundedCache } = model.info;
+  if (boundedCache) return true; // no length limit
+  let tokens = await chatTokens(model, messages);
+  let dropped = 0;
+  for (; tokens + room > contextLength && messages.length - keep > 1; dropped++) {
+    messages.splice(keep, 2);
+    tokens = await chatTokens(model, messages);
+  }
+  if (dropped) process.stderr.write(`(dropped the oldest ${dropped} turn${dropped > 1 ? 's' : ''} to fit the context of ${contextLength} tokens)\n`);
+  if (tokens < contextLength) return true;
+  printError(new DogeError('CONTEXT_OVERFLOW', `this message${keep ? ' with the system prompt' : ''} is a prompt of ${tokens} tokens; ` +
+    `the context holds ${contextLength} (raise --context-length)`));
+  return false;
 }
 
 async function runChat(values) {
@@ -234,8 +309,9 @@ async function runChat(values) {
   }
   const system = values.system ? [{ role: 'system', content: values.system }] : [];
   let messages = [...system];
+  const room = opts.maxNewTokens ?? model.info.generationConfig?.max_new_tokens ?? 256;
   const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY });
-  const ask = () => process.stdout.isTTY && process.stdout.write('> ');
+  const ask = () => process.stdout.isTTY && out('> ');
   process.stderr.write('Chat with the model. /reset starts over, /exit quits.\n');
   ask();
   try {
@@ -247,12 +323,14 @@ async function runChat(values) {
         process.stderr.write('(new conversation)\n');
       } else if (text) {
         messages.push({ role: 'user', content: text });
-        const stream = model.chat(messages, opts);
-        for await (const piece of stream) process.stdout.write(piece.text);
-        const result = await stream.result;
-        messages.push({ role: 'assistant', content: result.text });
-        process.stdout.write('\n');
-        if (process.stderr.isTTY) process.stderr.write(statsLine(result.stats) + '\n');
+        if (!(await fitChat(model, messages, system.length, room))) messages.pop();
+        else {
+          const result = await streamToStdout((signal) => model.chat(messages, { ...opts, signal }));
+          if (!result) break;
+          messages.push({ role: 'assistant', content: result.text });
+          out('\n');
+          if (process.stderr.isTTY) process.stderr.write(statsLine(result.stats) + '\n');
+        }
       }
       ask();
     }
@@ -264,6 +342,7 @@ async function runChat(values) {
 
 async function runTokenize(values) {
   if ((values.text === undefined) === (values['text-file'] === undefined)) fail('BAD_ARGUMENT', 'give exactly one of --text and --text-file');
+  loadOptions(values); // checks the engine options, which change nothing here
   let text = values.text;
   if (text === undefined) {
     try {
@@ -273,17 +352,20 @@ async function runTokenize(values) {
     }
   }
   const tokenizer = await loadModelTokenizer(modelSource(values), { hubHost: values['hub-host'], revision: values.revision });
-  process.stdout.write(JSON.stringify({ ids: tokenizer.encode(text, { addSpecialTokens: !values['no-special'] }) }) + '\n');
+  out(JSON.stringify({ ids: tokenizer.encode(text, { addSpecialTokens: !values['no-special'] }) }) + '\n');
 }
 
 async function runLogits(values) {
   if (!values.ids) fail('BAD_ARGUMENT', '--ids is required (e.g. --ids 5,17,42)');
   const ids = parseIds(values.ids);
-  const model = await load({ ...values, 'context-length': values['context-length'] ?? String(Math.max(ids.length, 1)) });
+  // a context of just the ids keeps the KV cache small; the bounded cache needs more than keep_window_size,
+  // so it keeps the model's default (max_position_embeddings)
+  const fitted = values['bounded-cache'] ? undefined : String(ids.length);
+  const model = await load({ ...values, 'context-length': values['context-length'] ?? fitted });
   try {
     const logits = await model.logits(ids);
     const shape = model.info.task === 'causal-lm' ? [ids.length, model.info.vocabSize] : [model.info.numLabels];
-    process.stdout.write(JSON.stringify({ shape, logits: Array.from(logits) }) + '\n');
+    out(JSON.stringify({ shape, logits: Array.from(logits) }) + '\n');
   } finally {
     await model.dispose();
   }
@@ -300,8 +382,8 @@ async function runBench(values) {
     })),
     peak_rss_mb: +(process.resourceUsage().maxRSS / 1024).toFixed(1),
   };
-  if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
-  else process.stdout.write(`prefill ${report.prefill_tok_s} tok/s, decode ${report.decode_tok_s} tok/s, first token ${report.ttft_ms} ms, ` +
+  if (values.json) out(JSON.stringify(report) + '\n');
+  else out(`prefill ${report.prefill_tok_s} tok/s, decode ${report.decode_tok_s} tok/s, first token ${report.ttft_ms} ms, ` +
     `load ${report.load_ms} ms (${report.load_mb_s} MB/s), wasm memory ${report.wasm_memory_mb} MB (weights ${report.weight_mb} MB, ` +
     `KV cache ${report.kv_cache_mb} MB), peak RSS ${report.peak_rss_mb} MB, ${report.weights} weights, ${report.build} build, ` +
     `${report.threads} thread${report.threads > 1 ? 's' : ''}\n`);
@@ -320,7 +402,7 @@ function help(name) {
 async function main(argv) {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(help(rest[0] in COMMANDS ? rest[0] : undefined));
+    out(help(rest[0] in COMMANDS ? rest[0] : undefined));
     return;
   }
   const command = COMMANDS[name];
@@ -335,7 +417,7 @@ async function main(argv) {
     fail('BAD_ARGUMENT', e.message);
   }
   if (values.help) {
-    process.stdout.write(help(name));
+    out(help(name));
     return;
   }
   await command.run(values);
@@ -344,8 +426,7 @@ async function main(argv) {
 main(process.argv.slice(2)).then(
   () => {},
   (e) => {
-    const line = e instanceof DogeError ? `${e.code}: ${e.message}` : `INTERNAL: ${e?.stack ?? e}`;
-    process.stderr.write(`doge-wasm: ${line.split('\n')[0]}\n`);
+    printError(e);
     process.exitCode = 2;
   },
 );

@@ -51,6 +51,40 @@ test('chat reads turns from stdin and keeps the conversation', () => {
   assert.match(r.stderr, /\(new conversation\)/);
 });
 
+test('chat drops the oldest turns (not the system prompt) when the context is full, and survives a message too long', () => {
+  // the tiny model's context is 128 tokens; each turn with its reply takes about 40
+  const last = Array(7).fill('the weather').join(' '); // about 94 tokens with the system prompt: fits only alone
+  const input = `${'hello there\n'.repeat(6)}${'x'.repeat(200)}\n${last}\n`;
+  const sampling = ['--system', 'Be brief.', '--max-new-tokens', '8', '--temperature', '0'];
+  const r = run(process.execPath, [`${ROOT}js/cli.js`, 'chat', '--model', dir, ...sampling], { input });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\(dropped the oldest \d+ turns? to fit the context of 128 tokens\)/);
+  assert.match(r.stderr, /\ndoge-wasm: CONTEXT_OVERFLOW: this message with the system prompt is a prompt of \d+ tokens; the context holds 128 \(raise --context-length\)\n/);
+  // the last reply saw only the system prompt and the last message
+  const alone = runCli(['generate', '--model', dir, '--chat', '--prompt', last, ...sampling, '--json']);
+  assert.equal(alone.code, 0, alone.stderr);
+  const { text } = JSON.parse(alone.stdout);
+  assert.ok(text.length > 0);
+  assert.ok(r.stdout.endsWith(`${text}\n`), `${JSON.stringify(r.stdout)} should end with ${JSON.stringify(text)}`);
+});
+
+test('a closed stdout (| head) ends generate quietly with exit code 0', () => {
+  const endless = tempDir('endless');
+  writeTinyModel(endless, { maxPos: 4096, generationConfig: { eos_token_id: [] } }); // never stops before 4000 tokens
+  const cmd = `set -o pipefail; "${process.execPath}" "${ROOT}js/cli.js" generate --model "${endless}" --prompt 'Hello the' ` +
+    '--max-new-tokens 4000 --temperature 0 | head -c 1 > /dev/null';
+  const r = run('bash', ['-c', cmd]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
+});
+
+test('logits --bounded-cache without --context-length runs with the model\'s context', () => {
+  const plain = runCli(['logits', '--model', dir, '--ids', '0,5,7,9']);
+  const bounded = runCli(['logits', '--model', dir, '--ids', '0,5,7,9', '--bounded-cache']);
+  assert.equal(bounded.code, 0, bounded.stderr);
+  assert.deepEqual(JSON.parse(bounded.stdout), JSON.parse(plain.stdout));
+});
+
 test('tokenize needs only the tokenizer files', async () => {
   const only = tempDir('tok-only');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(`${dir}/${f}`, `${only}/${f}`);
@@ -60,6 +94,10 @@ test('tokenize needs only the tokenizer files', async () => {
   assert.equal(JSON.parse(r.stdout).ids[0], 0, 'bos first');
   writeFileSync(`${only}/in.txt`, 'the weather');
   assert.deepEqual(JSON.parse(runCli(['tokenize', '--model', only, '--text-file', `${only}/in.txt`, '--no-special']).stdout), { ids: await rustIds('the weather', false) });
+  // like every command it takes the engine options (README), which change nothing here
+  const engine = runCli(['tokenize', '--model', only, '--text', 'the weather', '--threads', '2', '--build', 'threads', '--weights', 'int8', '--context-length', '8']);
+  assert.equal(engine.code, 0, engine.stderr);
+  assert.equal(engine.stdout, r.stdout);
 });
 
 test('without --model the commands use the embedded model', () => {
@@ -108,6 +146,9 @@ test('usage errors exit 2 with one line on stderr', () => {
     [['generate', '--model', dir, '--prompt', 'x', '--bogus'], /BAD_ARGUMENT: Unknown option '--bogus'/],
     [['frobnicate'], /BAD_ARGUMENT: unknown command 'frobnicate'/],
     [['tokenize', '--model', dir, '--text-file', '/nonexistent'], /NOT_FOUND: \/nonexistent: no such file/],
+    [['generate', '--model', dir, '--prompt', 'x', '--system', 'S'], /BAD_ARGUMENT: --system needs --chat \(or the chat command\)/],
+    [['generate', '--model', dir, '--prompt', 'x', '--build', 'single', '--threads', '4'], /BAD_ARGUMENT: --threads 4 needs the threads build: --build single runs one thread/],
+    [['tokenize', '--model', dir, '--text', 'x', '--build', 'bogus'], /BAD_ARGUMENT: --build must be auto, threads or single/],
   ];
   for (const [args, re] of cases) {
     const r = runCli(args);
