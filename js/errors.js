@@ -21,7 +21,15 @@ export class DogeError extends Error {
   }
 }
 
-/** Converts a C status number and message into a DogeError. */
+/** Converts a C status number and message into a DogeError; `file` is the file the message starts with. */
 export function coreError(status, message) {
-  return new DogeError(CORE_CODES[status] ?? 'INTERNAL', message);
+  const file = /^([^\s:/\\]+\.(?:json|safetensors)): /.exec(message)?.[1];
+  return new DogeError(CORE_CODES[status] ?? 'INTERNAL', message, { file });
+}
+
+/** Throws BAD_ARGUMENT unless `value` is an integer from min to max. */
+export function checkInteger(name, value, min, max) {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new DogeError('BAD_ARGUMENT', `${name} must be an integer from ${min} to ${max}, got ${typeof value === 'string' ? `'${value}'` : value}`);
+  }
 }

@@ -13,7 +13,20 @@ const YIELD_EVERY_MS = 4;
 
 const asList = (v) => (v === undefined || v === null ? [] : Array.isArray(v) ? v : [v]);
 
+/** The numeric options: their generation_config.json key (null: none), the check, and what it wants. */
+const OPTION_CHECKS = {
+  maxNewTokens: ['max_new_tokens', (v) => Number.isInteger(v) && v >= 1, 'an integer >= 1'],
+  temperature: ['temperature', (v) => typeof v === 'number' && v >= 0 && Number.isFinite(v), '>= 0'],
+  topK: ['top_k', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0'],
+  topP: ['top_p', (v) => typeof v === 'number' && v > 0 && v <= 1, 'in (0, 1]'],
+  minP: ['min_p', (v) => typeof v === 'number' && v >= 0 && v <= 1, 'in [0, 1]'],
+  repetitionPenalty: ['repetition_penalty', (v) => typeof v === 'number' && v > 0 && Number.isFinite(v), '> 0'],
+  seed: [null, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer'],
+};
+
 /**
+ * Options given win over generation_config.json; a bad value is BAD_ARGUMENT when given, BAD_CONFIG (naming
+ * the file) when it came from the file.
  * @param {object} options user options (camelCase)
  * @param {object} gen generation_config.json (may be {})
  * @param {object} config config.json
@@ -31,17 +44,16 @@ export function resolveOptions(options = {}, gen = {}, config = {}) {
     stop: asList(options.stop),
     eos: new Set(asList(options.eosTokenId ?? gen.eos_token_id ?? config.eos_token_id)),
   };
-  const check = (ok, what) => {
-    if (!ok) throw new DogeError('BAD_ARGUMENT', `invalid generation option: ${what}`);
-  };
-  check(Number.isInteger(o.maxNewTokens) && o.maxNewTokens >= 1, `maxNewTokens must be an integer >= 1, got ${o.maxNewTokens}`);
-  check(typeof o.temperature === 'number' && o.temperature >= 0 && Number.isFinite(o.temperature), `temperature must be >= 0, got ${o.temperature}`);
-  check(Number.isInteger(o.topK) && o.topK >= 0, `topK must be an integer >= 0, got ${o.topK}`);
-  check(typeof o.topP === 'number' && o.topP > 0 && o.topP <= 1, `topP must be in (0, 1], got ${o.topP}`);
-  check(typeof o.minP === 'number' && o.minP >= 0 && o.minP <= 1, `minP must be in [0, 1], got ${o.minP}`);
-  check(typeof o.repetitionPenalty === 'number' && o.repetitionPenalty > 0 && Number.isFinite(o.repetitionPenalty), `repetitionPenalty must be > 0, got ${o.repetitionPenalty}`);
-  check(Number.isInteger(o.seed) && o.seed >= 0, `seed must be a non-negative integer, got ${o.seed}`);
-  check(o.stop.every((s) => typeof s === 'string' && s.length > 0), 'stop must be a non-empty string or a list of them');
+  for (const [name, [key, ok, want]] of Object.entries(OPTION_CHECKS)) {
+    if (ok(o[name])) continue;
+    if (options[name] === undefined && key) { // the value came from the model's file, not from the caller
+      throw new DogeError('BAD_CONFIG', `generation_config.json: ${key} must be ${want}, got ${JSON.stringify(gen[key])}`, { file: 'generation_config.json' });
+    }
+    throw new DogeError('BAD_ARGUMENT', `invalid generation option: ${name} must be ${want}, got ${o[name]}`);
+  }
+  if (!o.stop.every((s) => typeof s === 'string' && s.length > 0)) {
+    throw new DogeError('BAD_ARGUMENT', 'invalid generation option: stop must be a non-empty string or a list of them');
+  }
   return o;
 }
 
@@ -100,7 +112,7 @@ export class StopMatcher {
  */
 export async function runGeneration({ engine, session, vocabSize, tokenizer, promptIds, opts, emit, aborted }) {
   if (promptIds.length === 0) throw new DogeError('BAD_INPUT', 'the prompt is empty (no tokens)');
-  if (promptIds.length >= session.nCtx && !session.bounded) {
+  if (promptIds.length > session.nCtx && !session.bounded) {
     throw new DogeError('CONTEXT_OVERFLOW', `the prompt has ${promptIds.length} tokens; the context holds ${session.nCtx} (raise contextLength)`);
   }
   session.reset();
@@ -145,7 +157,13 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
       }
       next = session.next([next], sampler);
     }
-    const tail = stopReason === 'stop' ? '' : stops.flush();
+    let tail = '';
+    if (stopReason !== 'stop') {
+      // the bytes of a character cut short (by the token limit, eos or abort) decode to U+FFFD, as a full decode gives
+      const last = stops.push(decoder ? decoder.flush() : '');
+      tail = last.text + (last.stopped ? '' : stops.flush());
+      if (last.stopped) stopReason = 'stop';
+    }
     if (tail) {
       text += tail;
       emit({ text: tail, tokenId: null }); // text held back for a possible stop string

@@ -142,4 +142,12 @@ export class StreamDecoder {
     }
     return piece;
   }
+
+  /** The text of the ids pushed but not returned yet (a character whose bytes never all came: U+FFFD). */
+  flush() {
+    const rest = this.tokenizer.decode(this.ids.slice(this.prefix), { skipSpecialTokens: true }).slice(this.text.length);
+    this.read = this.ids.length;
+    this.text += rest;
+    return rest;
+  }
 }

@@ -3,7 +3,7 @@
  * API (doge.h) in small classes. Memory views are re-read on every access because the heap can grow.
  * @module wasm-engine
  */
-import { coreError, DogeError } from './errors.js';
+import { checkInteger, coreError, DogeError } from './errors.js';
 
 const DIST = new URL('../dist/', import.meta.url);
 const ERROR_BYTES = 4 + 512; // DogeError {int code; char msg[512];}
@@ -51,9 +51,9 @@ export class Engine {
    * @returns {Promise<Engine>}
    */
   static async create({ threads = 1, build = 'auto' } = {}) {
-    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
-      throw new DogeError('BAD_ARGUMENT', `threads must be an integer from 1 to 256, got ${threads}`);
-    }
+    checkInteger('threads', threads, 1, 256);
+    if (!BUILDS.includes(build)) throw new DogeError('BAD_ARGUMENT', `build must be one of ${BUILDS.join(', ')}, got '${build}'`);
+    if (build === 'single' && threads > 1) throw new DogeError('BAD_ARGUMENT', `threads: ${threads} needs the threads build; build 'single' runs one thread`);
     let useThreads;
     let reason;
     if (build === 'single') {
@@ -205,6 +205,9 @@ export class WasmLoader extends CObject {
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
 export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by number
 const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
+const BUILDS = ['auto', 'threads', 'single'];
+/** The most tokens a context or a batch may hold (the CLI's bound too). */
+const MAX_TOKENS = 1 << 24;
 
 /** A C sampler (doge.h DogeSamplingParams): repetition penalty, temperature, top-k, top-p, min-p. */
 export class WasmSampler extends CObject {
@@ -297,8 +300,10 @@ export class WasmModel extends CObject {
    * @param {number} nCtx KV cache capacity in tokens (0 = max_position_embeddings)
    * @returns {WasmSession}
    */
-  createSession(nCtx = 0) {
-    const s = this.engine.mod._doge_session_new(this.handle, nCtx, this.engine.info.threads, this.engine.errPtr);
+  /** @param {number} [nCtx] tokens the KV cache holds (default: max_position_embeddings) */
+  createSession(nCtx) {
+    if (nCtx !== undefined) checkInteger('contextLength', nCtx, 1, MAX_TOKENS);
+    const s = this.engine.mod._doge_session_new(this.handle, nCtx ?? 0, this.engine.info.threads, this.engine.errPtr);
     if (!s) this.engine.raise(this.engine.status());
     return new WasmSession(this, s);
   }
@@ -338,9 +343,7 @@ export class WasmSession extends CObject {
 
   /** Runs calls longer than `tokens` in pieces of that many (doge.h doge_session_set_batch). */
   setBatch(tokens) {
-    if (!Number.isInteger(tokens) || tokens < 1 || tokens > 1 << 24) {
-      throw new DogeError('BAD_ARGUMENT', `batchSize must be an integer from 1 to ${1 << 24}, got ${tokens}`);
-    }
+    checkInteger('batchSize', tokens, 1, MAX_TOKENS);
     this.engine.mod._doge_session_set_batch(this.handle, tokens);
   }
 

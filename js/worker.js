@@ -32,6 +32,7 @@ function requireTokenizer() {
 }
 
 function checkText(text) {
+  if (typeof text !== 'string') throw new DogeError('BAD_ARGUMENT', `text must be a string, got ${text === null ? 'null' : typeof text}`);
   if (!text.isWellFormed()) throw new DogeError('BAD_INPUT', 'the text contains a lone UTF-16 surrogate (not valid Unicode)');
   return text;
 }
@@ -43,10 +44,18 @@ function promptIds(input) {
     for (const m of input) checkText(String(m?.content ?? ''));
     return requireTokenizer().encode(requireTokenizer().applyChatTemplate(input), { addSpecialTokens: false });
   }
-  const ids = Array.from(input ?? []);
+  return checkIds(input, s.model.vocabSize);
+}
+
+/** The token ids of an array-like, each an integer in [0, vocabSize) (BAD_INPUT otherwise). */
+function checkIds(input, vocabSize) {
+  if (input === null || typeof input !== 'object' || typeof input.length !== 'number') {
+    throw new DogeError('BAD_ARGUMENT', `token ids must be an array of integers, got ${input === null ? 'null' : typeof input}`);
+  }
+  const ids = Array.from(input);
   ids.forEach((id, i) => {
-    if (!Number.isInteger(id) || id < 0 || id >= s.model.vocabSize) {
-      throw new DogeError('BAD_INPUT', `token id ${id} at index ${i} is outside the vocabulary [0, ${s.model.vocabSize})`);
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new DogeError('BAD_INPUT', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
     }
   });
   return ids;
@@ -73,7 +82,7 @@ serveRpc({
         throw new DogeError('BAD_TOKENIZER', `tokenizer.json has ${tokenizer.vocabSize} tokens but the model's vocabulary (config.json vocab_size) is ${model.vocabSize}`, { file: 'tokenizer.json' });
       }
       if (options.moeRouting !== undefined) model.setMoeRouting(options.moeRouting);
-      const session = model.createSession(options.contextLength ?? 0);
+      const session = model.createSession(options.contextLength);
       try {
         if (options.batchSize !== undefined) session.setBatch(options.batchSize);
         session.warmUp();
@@ -118,7 +127,7 @@ serveRpc({
   },
 
   detokenize({ ids, skipSpecialTokens }) {
-    return requireTokenizer().decode(ids, { skipSpecialTokens });
+    return requireTokenizer().decode(checkIds(ids, requireState().model.vocabSize), { skipSpecialTokens });
   },
 
   applyChatTemplate({ messages, addGenerationPrompt }) {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { Engine } from '../js/wasm-engine.js';
 import { streamWeights, weightFiles } from '../js/weights.js';
 import { openSource } from '../js/sources.js';
+import { loadModel } from '../js/index.js';
 import { CASES_DIR, NATIVE, run, runCli } from './helpers.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
@@ -242,6 +243,53 @@ test('sizes past 4 GB are refused as OUT_OF_MEMORY, not wrapped around in 32-bit
     r = runCli(['logits', '--model', `${CASES_DIR}/doge20m_shape`, '--ids', '1', '--context-length', String(1 << 24)]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: out of memory for a 16777216-token KV cache \(13797\d\.\d MB\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('load options are checked, not silently changed: build, threads with the single build, contextLength', async () => {
+  const dir = `${CASES_DIR}/tiny_tied`;
+  for (const [options, message] of [
+    [{ build: 'thread' }, /build must be one of auto, threads, single, got 'thread'/],
+    [{ build: 'single', threads: 4 }, /threads: 4 needs the threads build/],
+    [{ contextLength: -5 }, /contextLength must be an integer from 1 to 16777216, got -5/],
+    [{ contextLength: 1.5 }, /contextLength must be an integer from 1 to 16777216, got 1\.5/],
+    [{ contextLength: '64' }, /contextLength must be an integer from 1 to 16777216, got '64'/],
+    [{ contextLength: 1e10 }, /contextLength must be an integer from 1 to 16777216, got 10000000000/],
+  ]) {
+    await assert.rejects(loadModel(dir, options), (e) => e.code === 'BAD_ARGUMENT' && message.test(e.message), JSON.stringify(options));
+  }
+  // a prompt that fills the context exactly still gives its one token
+  const model = await loadModel(dir, { contextLength: 8 });
+  try {
+    const r = await model.generate([1, 2, 3, 4, 5, 6, 7, 8], { temperature: 0, maxNewTokens: 5, eosTokenId: [] }).result;
+    assert.equal(r.ids.length, 1);
+    assert.equal(r.stats.stopReason, 'context');
+  } finally {
+    await model.dispose();
+  }
+});
+
+test('errors of the core name their file; a bad generation_config.json is BAD_CONFIG, not the caller\'s option', async () => {
+  const dir = mkdtempSync(`${tmpdir()}/doge-genconf-`);
+  try {
+    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
+    writeFileSync(`${dir}/generation_config.json`, JSON.stringify({ do_sample: true, temperature: -1 }));
+    const model = await loadModel(dir);
+    try {
+      await assert.rejects(model.generate([1, 2]).result,
+        (e) => e.code === 'BAD_CONFIG' && e.file === 'generation_config.json' && /^generation_config\.json: temperature must be >= 0, got -1$/.test(e.message));
+      const r = await model.generate([1, 2], { temperature: 0, maxNewTokens: 2 }).result; // the caller's value wins
+      assert.equal(r.ids.length, 2);
+      await assert.rejects(model.generate([1, 2], { temperature: 0.5, topP: 2 }).result, (e) => e.code === 'BAD_ARGUMENT' && /invalid generation option: topP/.test(e.message));
+    } finally {
+      await model.dispose();
+    }
+    editTensors(dir, (t) => delete t['model.norm.weight']);
+    await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_TENSOR' && e.file === undefined);
+    writeFileSync(st(dir), readFileSync(st(dir)).subarray(0, 50));
+    await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_SAFETENSORS' && e.file === 'model.safetensors');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { Tokenizer as RustTokenizer } from 'tokenizers';
 import { TextTokenizer } from '../js/tokenizer.js';
+import { loadModel } from '../js/index.js';
 import { ROOT, tempDir } from './helpers.js';
-import { tokenizerJson, CHAT_TEMPLATE } from './fixtures.js';
+import { tokenizerJson, writeTinyModel, CHAT_TEMPLATE } from './fixtures.js';
 
 const pkgModels = (name) => `${ROOT}node_modules/${name}/models`;
 
@@ -149,4 +150,37 @@ test('tokens that decode to nothing (skipped special tokens) do not make the dec
   const { d, decoded, fullDecode } = countingDecoder(tok);
   assert.equal(ids.map((id) => d.push(id)).join(''), fullDecode(ids));
   assert.ok(decoded() <= 20 * ids.length, `${decoded()} ids decoded for ${ids.length} tokens`);
+});
+
+test('flush returns the text still held back: a character cut short is U+FFFD, as the full decode gives', () => {
+  const tok = new TextTokenizer(tokenizerJson(), {});
+  const ids = tok.encode('ok 😀', { addSpecialTokens: false }).slice(0, -1); // the emoji's last byte never comes
+  const d = tok.streamDecoder();
+  const streamed = ids.map((id) => d.push(id)).join('');
+  assert.ok(!streamed.includes('\uFFFD'));
+  const rest = d.flush();
+  assert.ok(rest.endsWith('\uFFFD'), JSON.stringify(rest));
+  assert.equal(streamed + rest, tok.decode(ids, { skipSpecialTokens: true }));
+  assert.equal(d.flush(), '');
+});
+
+test('the API: generated text keeps a character cut short by the token limit; text and ids of the wrong type are typed errors', async () => {
+  const dir = tempDir('tok-api');
+  writeTinyModel(dir, { seed: 3 });
+  const model = await loadModel(dir);
+  try {
+    // sampled byte tokens: some generation cut by maxNewTokens ends inside a multi-byte character
+    let cut = null;
+    for (let seed = 0; seed < 200 && !cut; seed++) {
+      const r = await model.generate([5, 6], { temperature: 5, topK: 0, seed, maxNewTokens: 3, eosTokenId: [] }).result;
+      if ((await model.detokenize(r.ids, { skipSpecialTokens: true })).endsWith('\uFFFD')) cut = r;
+    }
+    assert.ok(cut, 'some generation ends inside a character');
+    assert.equal(cut.text, await model.detokenize(cut.ids, { skipSpecialTokens: true }));
+    await assert.rejects(model.tokenize(123), (e) => e.code === 'BAD_ARGUMENT');
+    await assert.rejects(model.detokenize([1.5]), (e) => e.code === 'BAD_INPUT' && /token id 1\.5 at index 0/.test(e.message));
+    await assert.rejects(model.detokenize([999999]), (e) => e.code === 'BAD_INPUT' && /outside the vocabulary/.test(e.message));
+  } finally {
+    await model.dispose();
+  }
 });
