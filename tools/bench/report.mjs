@@ -60,7 +60,7 @@ function memoryChecks(results) {
 export function renderMarkdown(results) {
   const models = [...new Set(results.runs.map((r) => r.model))];
   let md = `# doge-wasm benchmark\n\n${results.date}, ${results.cpu}, ${results.cores} cores, Node ${results.node}; ` +
-    `median of ${results.repeat} runs (decode and prefill each). Random-weight checkpoints with the dimensions of the released models ` +
+    `median of ${results.repeat} runs (decode and prefill each${results.busy_repeat ? `; ${results.busy_repeat} for the pair with one core busy` : ''}). Random-weight checkpoints with the dimensions of the released models ` +
     `(tools/bench/make_checkpoint.mjs); prompt 256 token ids, 128 greedy new tokens; "prefill again" is the same prompt once more in the same process (the first prompt after loading also pays one-time costs). Written by \`make bench\`.\n\n`;
   md += '## Targets (doge-20m, issue #6)\n\n| target | measured | wanted | met |\n|---|---|---|---|\n';
   for (const [what, got, want, ok] of targets(results)) md += `| ${what} | ${fmt(got, 2)}x | >= ${want}x | ${ok === null ? 'not measured' : ok ? 'yes' : '**no**'} |\n`;
