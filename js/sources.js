@@ -5,7 +5,7 @@
  * @module sources
  */
 import { DogeError } from './errors.js';
-import { download } from './download.js';
+import { download, RESTART } from './download.js';
 
 export const DEFAULT_HUB = 'https://huggingface.co';
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
@@ -13,15 +13,17 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 /**
  * @typedef {object} ModelSource
  * @property {string} label how the source is named in messages
- * @property {(file: string) => Promise<string|null>} readText a small file's text, null when it does not exist
+ * @property {(file: string, opts?: {signal?: AbortSignal}) => Promise<string|null>} readText a small file's text, null
+ *   when it does not exist
  * @property {(file: string, opts?: {signal?: AbortSignal}) => Promise<{size: number|null, chunks: AsyncIterable<Uint8Array|symbol>}>} open
  *   chunks may yield download.RESTART: the file starts over from byte 0
  */
 
 /**
  * @param {string|Iterable<File|Blob>|ModelSource} source
- * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch, download?: object}} [opts] download: retries,
- *   backoffMs, stallMs of resumed downloads (js/download.js)
+ * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch, download?: object, signal?: AbortSignal}} [opts]
+ *   download: retries, backoffMs, stallMs of resumed downloads (js/download.js), for every file of a URL source,
+ *   small ones included; signal: aborts every request of the source (the load's), unless a call passes its own
  * @returns {Promise<ModelSource>}
  */
 export async function openSource(source, opts = {}) {
@@ -69,28 +71,39 @@ function dirSource(dir) {
   };
 }
 
-function urlSource(prefix, { fetch: fetchImpl = globalThis.fetch, download: downloadOpts } = {}) {
-  const get = async (file, signal) => {
+function urlSource(prefix, { fetch: fetchImpl = globalThis.fetch, download: downloadOpts, signal: sourceSignal } = {}) {
+  /** The weights' download (stall timeout, Range resume, retries) for any file of the source. */
+  const fetchFile = (file, signal = sourceSignal) => {
     const url = `${prefix}/${file}`;
-    let res;
-    try {
-      res = await fetchImpl(url, { signal });
-    } catch (e) {
-      if (signal?.aborted) throw new DogeError('ABORTED', `${url}: aborted`, { file, cause: e });
-      throw new DogeError('NETWORK', `${url}: ${e.message}`, { file, cause: e });
-    }
-    return { res, url };
+    // an already aborted signal never fires its 'abort' event: refuse before asking
+    if (signal?.aborted) return Promise.reject(new DogeError('ABORTED', `${url}: aborted`, { file, cause: signal.reason }));
+    return download(fetchImpl, url, file, { ...downloadOpts, signal });
   };
   return {
     label: prefix,
-    async readText(file) {
-      const { res, url } = await get(file);
-      if (res.status === 404) return null;
-      if (!res.ok) throw new DogeError('NETWORK', `${url}: HTTP ${res.status}`, { file });
-      return res.text();
+    async readText(file, { signal } = {}) {
+      let chunks;
+      try {
+        ({ chunks } = await fetchFile(file, signal));
+      } catch (e) {
+        if (e instanceof DogeError && e.code === 'NOT_FOUND') return null; // HTTP 404
+        throw e;
+      }
+      let parts = [];
+      for await (const chunk of chunks) {
+        if (chunk === RESTART) parts = []; // the server could not resume: the file comes again from byte 0
+        else parts.push(chunk);
+      }
+      const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+      return new TextDecoder().decode(bytes);
     },
     open(file, { signal } = {}) {
-      return download(fetchImpl, `${prefix}/${file}`, file, { ...downloadOpts, signal });
+      return fetchFile(file, signal);
     },
   };
 }

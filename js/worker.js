@@ -64,7 +64,7 @@ function checkIds(input, vocabSize) {
 serveRpc({
   async load({ source, options = {} }, ctx) {
     if (state) throw new DogeError('ALREADY_LOADED', 'this worker already holds a model');
-    const src = await openSource(source, options);
+    const src = await openSource(source, { ...options, signal: ctx.signal });
     const configText = await src.readText('config.json');
     if (configText === null) throw new DogeError('NOT_FOUND', `${src.label}: no config.json`, { file: 'config.json' });
     const config = parseJson(configText, 'config.json', 'BAD_CONFIG');

@@ -1,11 +1,13 @@
 // The loader against a fault-injecting HTTP server: dropped connections, stalls, servers without Range
 // support, lying Content-Length, HTTP errors. Every scenario ends in identical weights or a clear error.
+// The small files (config.json, the index, ...) go through the same download: stall timeout, resume, abort.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { Engine } from '../js/wasm-engine.js';
 import { openSource } from '../js/sources.js';
+import { loadModel } from '../js/index.js';
 import { streamWeights } from '../js/weights.js';
 import { writeTinyModel } from './fixtures.js';
 import { tempDir } from './helpers.js';
@@ -13,6 +15,8 @@ import { tempDir } from './helpers.js';
 const dir = tempDir('faults');
 writeTinyModel(dir);
 const files = Object.fromEntries(['config.json', 'model.safetensors'].map((f) => [f, readFileSync(`${dir}/${f}`)]));
+const INDEX = 'model.safetensors.index.json'; // served only where a scenario names it
+files[INDEX] = Buffer.from(JSON.stringify({ weight_map: { 'model.embed_tokens.weight': 'model.safetensors' } }));
 
 /** Per scenario (first path segment), what the n-th request for model.safetensors does. */
 const SCENARIOS = {
@@ -29,6 +33,17 @@ const SCENARIOS = {
   silent: () => 'no-answer',
 };
 
+/** Per scenario, what the n-th request for a small file does (files not named here are served plainly). */
+const SMALL_SCENARIOS = {
+  cfgsilent: { 'config.json': () => 'no-answer' },
+  cfgdrop: { 'config.json': (n) => (n === 0 ? 'drop-half' : 'serve') },
+  cfgstall: { 'config.json': (n) => (n === 0 ? 'stall-half' : 'serve') },
+  cfgnorange: { 'config.json': (n) => (n === 0 ? 'drop-half' : 'serve-ignoring-range') },
+  cfgforever: { 'config.json': () => 'drop-half' },
+  cfg500: { 'config.json': () => 'status-500' },
+  indexsilent: { [INDEX]: () => 'no-answer' },
+};
+
 let server;
 let base;
 const counts = {};
@@ -36,11 +51,15 @@ before(async () => {
   server = createServer((req, res) => {
     const [, scenario, file] = req.url.split('/');
     const body = files[file];
-    if (!body) return res.writeHead(404).end();
-    if (file !== 'model.safetensors') return res.writeHead(200, { 'content-length': body.length }).end(body);
-    if (!SCENARIOS[scenario]) return res.writeHead(404).end();
-    const n = (counts[scenario] = (counts[scenario] ?? 0) + 1) - 1;
-    const action = SCENARIOS[scenario](n);
+    const plan = file === 'model.safetensors' ? SCENARIOS[scenario] : SMALL_SCENARIOS[scenario]?.[file];
+    if (!body || (file === INDEX && !plan)) return res.writeHead(404).end();
+    if (!plan) {
+      if (file === 'model.safetensors' && !SMALL_SCENARIOS[scenario]) return res.writeHead(404).end();
+      return res.writeHead(200, { 'content-length': body.length }).end(body);
+    }
+    const key = `${scenario}/${file}`;
+    const n = (counts[key] = (counts[key] ?? 0) + 1) - 1;
+    const action = plan(n);
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     const start = range && action === 'serve' ? Number(range[1]) : 0;
     const part = body.subarray(start);
@@ -134,4 +153,73 @@ test('HTTP errors and endless failures end in clear errors', async () => {
   await assert.rejects(load('forever'), (e) => e.code === 'NETWORK' && /gave up after 4 retries/.test(e.message));
   await assert.rejects(load('silent'), (e) => e.code === 'NETWORK' && /model\.safetensors: no response within 300 ms/.test(e.message));
   await assert.rejects(load('nothere'), (e) => e.code === 'NOT_FOUND' && /model\.safetensors: HTTP 404/.test(e.message));
+});
+
+// Small files (config.json, generation_config.json, the tokenizer files, the safetensors index): the same
+// download as the weights, so the same stall timeout, resume, retries and abort.
+const configText = files['config.json'].toString();
+const smallSource = (scenario, opts = {}) =>
+  openSource(`${base}/${scenario}`, { download: { retries: 4, backoffMs: 5, stallMs: 300 }, ...opts });
+const since = (t0) => performance.now() - t0;
+
+test('a small file that never answers fails after the stall timeout, naming the file', { timeout: 10000 }, async () => {
+  const t0 = performance.now();
+  await assert.rejects((await smallSource('cfgsilent')).readText('config.json'),
+    (e) => e.code === 'NETWORK' && /cfgsilent\/config\.json: no response within 300 ms/.test(e.message) && e.file === 'config.json');
+  assert.ok(since(t0) < 3000, `took ${since(t0)} ms`);
+});
+
+test('a dropped, stalled or non-resumable small file is resumed or restarted', { timeout: 10000 }, async () => {
+  assert.equal(await (await smallSource('cfgdrop')).readText('config.json'), configText);
+  assert.equal(await (await smallSource('cfgstall')).readText('config.json'), configText);
+  assert.equal(await (await smallSource('cfgnorange')).readText('config.json'), configText);
+  assert.equal(counts['cfgdrop/config.json'], 2);
+});
+
+test('a small file that keeps failing gives up after the retries; HTTP errors and 404s as before', { timeout: 10000 }, async () => {
+  await assert.rejects((await smallSource('cfgforever')).readText('config.json'),
+    (e) => e.code === 'NETWORK' && /config\.json: gave up after 4 retries at byte \d+/.test(e.message));
+  await assert.rejects((await smallSource('cfg500')).readText('config.json'), (e) => e.code === 'NETWORK' && /config\.json: HTTP 500/.test(e.message));
+  assert.equal(await (await smallSource('ok')).readText('generation_config.json'), null);
+});
+
+test("aborting the source's signal, or a readText's own, ends a small-file request at once", { timeout: 10000 }, async () => {
+  const slow = { download: { stallMs: 60000 } };
+  const ctl = new AbortController();
+  const source = await smallSource('cfgsilent', { ...slow, signal: ctl.signal });
+  let t0 = performance.now();
+  setTimeout(() => ctl.abort(), 100);
+  await assert.rejects(source.readText('config.json'), (e) => e.code === 'ABORTED' && /config\.json: aborted/.test(e.message));
+  assert.ok(since(t0) < 2000, `took ${since(t0)} ms`);
+  await assert.rejects(source.readText('config.json'), (e) => e.code === 'ABORTED', 'an aborted signal refuses the next request');
+
+  const own = new AbortController();
+  t0 = performance.now();
+  setTimeout(() => own.abort(), 100);
+  await assert.rejects((await smallSource('cfgsilent', slow)).readText('config.json', { signal: own.signal }), (e) => e.code === 'ABORTED');
+  assert.ok(since(t0) < 2000, `took ${since(t0)} ms`);
+
+  const asked = counts['cfgsilent/config.json'];
+  await assert.rejects((await smallSource('cfgsilent', slow)).readText('config.json', { signal: AbortSignal.abort() }), (e) => e.code === 'ABORTED');
+  assert.equal(counts['cfgsilent/config.json'], asked, 'an already aborted signal sends no request');
+});
+
+test('a silent safetensors index fails after the stall timeout', { timeout: 10000 }, async () => {
+  await assert.rejects(load('indexsilent'), (e) => e.code === 'NETWORK' && /model\.safetensors\.index\.json: no response within 300 ms/.test(e.message));
+});
+
+test("loadModel: a config.json that never answers fails after download.stallMs", { timeout: 20000 }, async () => {
+  const t0 = performance.now();
+  await assert.rejects(loadModel(`${base}/cfgsilent`, { build: 'single', download: { stallMs: 300 } }),
+    (e) => e.code === 'NETWORK' && /config\.json: no response within 300 ms/.test(e.message));
+  assert.ok(since(t0) < 5000, `took ${since(t0)} ms`);
+});
+
+test('loadModel: aborting while config.json is pending rejects at once with ABORTED', { timeout: 20000 }, async () => {
+  const ctl = new AbortController();
+  setTimeout(() => ctl.abort(), 100);
+  const t0 = performance.now();
+  await assert.rejects(loadModel(`${base}/cfgsilent`, { build: 'single', signal: ctl.signal, download: { stallMs: 2000 } }),
+    (e) => e.code === 'ABORTED');
+  assert.ok(since(t0) < 1500, `took ${since(t0)} ms`);
 });
