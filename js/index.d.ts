@@ -46,7 +46,9 @@ export interface LoadOptions {
   weights?: 'f32' | 'int8';
   /** Resumed downloads: retries (default 5), backoffMs (250, doubling), stallMs (30000). */
   download?: { retries?: number; backoffMs?: number; stallMs?: number };
+  /** Called as weight bytes arrive. If it throws, the load stops and loadModel rejects with that error. */
   onProgress?: (p: Progress) => void;
+  /** Aborted already or at any point before loadModel settles: it rejects with ABORTED and no worker stays. */
   signal?: AbortSignal;
 }
 
@@ -69,7 +71,8 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** End-of-sequence ids (default generation_config / config eos_token_id); [] never stops on eos. */
   eosTokenId?: number | number[];
-  /** Ends the stream at once; result.stats.stopReason is then 'abort'. */
+  /** Ends the stream at once (at the start if it is aborted already); result.stats.stopReason is then
+   * 'abort'. One signal may serve any number of generations: aborting it affects only those still running. */
   signal?: AbortSignal;
 }
 
@@ -101,6 +104,8 @@ export interface GenerationResult {
 }
 
 export class GenerationStream implements AsyncIterable<Piece> {
+  /** Leaving a `for await` loop early (break, return, an exception: the iterator's return() or throw())
+   * aborts the generation like options.signal: `result` then has stopReason 'abort'. */
   [Symbol.asyncIterator](): AsyncIterator<Piece>;
   readonly result: Promise<GenerationResult>;
 }
@@ -142,6 +147,8 @@ export interface ModelInfo {
   generationConfig: Record<string, unknown>;
 }
 
+/** Arguments of the wrong type (options that are not an object, ids that are not a list, text that is not a
+ * string) are DogeError BAD_ARGUMENT: thrown by generate() and chat(), a rejection of the others. */
 export class DogeModel {
   readonly info: ModelInfo;
   generate(input: string | number[] | Message[], options?: GenerateOptions): GenerationStream;

@@ -20,23 +20,103 @@ export { threadsSupported } from './wasm-engine.js';
 
 /**
  * Loads a model into a new engine worker.
+ * Aborting (options.signal, already aborted or at any point before the promise settles) rejects with
+ * ABORTED and leaves no worker behind. An onProgress callback that throws stops the load the same way, and
+ * loadModel rejects with the callback's error.
  * @param {string|Iterable<File|Blob>} source a local directory (Node), a URL prefix, a hub repo id, or Files
  * @param {import('./index.js').LoadOptions} [options]
  * @returns {Promise<DogeModel>}
  */
-export async function loadModel(source, options = {}) {
-  const { onProgress, signal, ...rest } = options;
+export async function loadModel(source, options) {
+  const { onProgress, signal, ...rest } = checkOptions(options, 'loadModel()');
+  if (onProgress != null && typeof onProgress !== 'function') throw new DogeError('BAD_ARGUMENT', 'loadModel(): onProgress must be a function');
+  const aborted = () => new DogeError('ABORTED', `${sourceLabel(source)}: loading aborted`, { cause: signal.reason });
+  if (signal?.aborted) throw aborted();
+  const stop = new AbortController(); // the caller's signal, or onProgress throwing
+  const unfollow = onAbort(signal, () => stop.abort());
+  const progress = guardedCallback(onProgress, stop);
+  // why the load failed or must be undone: onProgress's error first, then the caller's abort
+  const stopped = (e) => (progress.failed ? progress.error : signal?.aborted && e?.code !== 'ABORTED' ? aborted() : e);
   const rpc = new RpcClient(await spawnWorker());
+  let model;
   try {
     const info = await rpc.request('load', { source: cloneableSource(source), options: rest }, {
-      signal,
-      onEvent: (event, data) => event === 'progress' && onProgress?.(data),
+      signal: stop.signal,
+      onEvent: (event, data) => event === 'progress' && progress.call(data),
     });
-    return new DogeModel(rpc, info);
+    model = new DogeModel(rpc, info);
   } catch (e) {
-    rpc.terminate();
-    throw e;
+    await rpc.terminate();
+    throw stopped(e);
+  } finally {
+    unfollow();
   }
+  if (progress.failed || signal?.aborted) { // too late for the worker to notice (during warm-up): undo the load
+    await model.dispose();
+    throw stopped(null);
+  }
+  return model;
+}
+
+/** A user callback that must not throw into the worker's message handler: its first error is kept (failed,
+ * error), aborts controller, and no further call reaches the callback. */
+function guardedCallback(fn, controller) {
+  const guard = {
+    failed: false,
+    error: undefined,
+    call: (data) => {
+      if (!fn || guard.failed || controller.signal.aborted) return;
+      try {
+        fn(data);
+      } catch (e) {
+        Object.assign(guard, { failed: true, error: e });
+        controller.abort();
+      }
+    },
+  };
+  return guard;
+}
+
+const sourceLabel = (source) => (typeof source === 'string' ? source : 'source');
+
+/** Calls fn once when signal aborts (at once if it already has); returns the function that stops listening. */
+function onAbort(signal, fn) {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    fn();
+    return () => {};
+  }
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
+}
+
+/** undefined -> {}; anything but an options object (null, a string, ...) or a signal that is not an
+ * AbortSignal is BAD_ARGUMENT. */
+function checkOptions(options, what) {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new DogeError('BAD_ARGUMENT', `${what}: options must be an object, not ${options === null ? 'null' : typeof options}`);
+  }
+  const { signal } = options;
+  if (signal != null && (typeof signal.addEventListener !== 'function' || typeof signal.aborted !== 'boolean')) {
+    throw new DogeError('BAD_ARGUMENT', `${what}: options.signal must be an AbortSignal`);
+  }
+  return options;
+}
+
+/** Token ids as an array; anything that is not a list (null, a number, ...) is BAD_ARGUMENT. */
+function idList(ids, what) {
+  if (ids == null || (typeof ids[Symbol.iterator] !== 'function' && typeof ids.length !== 'number')) {
+    throw new DogeError('BAD_ARGUMENT', `${what} takes a list of token ids`);
+  }
+  return Array.from(ids);
+}
+
+function checkMessages(messages, what) {
+  if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
+    throw new DogeError('BAD_ARGUMENT', `${what} takes a list of {role, content} messages`);
+  }
+  return messages;
 }
 
 /** Files lose their name when Node clones them to a worker, so they travel as {name, blob}. */
@@ -69,39 +149,40 @@ export class DogeModel {
    * @param {import('./index.js').GenerateOptions} [options]
    * @returns {GenerationStream}
    */
-  generate(input, options = {}) {
-    return new GenerationStream(this.rpc, input, options);
+  generate(input, options) {
+    return new GenerationStream(this.rpc, input, checkOptions(options, 'generate()'));
   }
 
   /** Applies the chat template to messages and streams the reply. */
-  chat(messages, options = {}) {
-    if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
-      throw new DogeError('BAD_ARGUMENT', 'chat() takes a list of {role, content} messages');
-    }
-    return this.generate(messages, options);
+  chat(messages, options) {
+    return this.generate(checkMessages(messages, 'chat()'), options);
   }
 
   /** @returns {Promise<number[]>} */
-  tokenize(text, { addSpecialTokens = true } = {}) {
+  async tokenize(text, options) {
+    const { addSpecialTokens = true } = checkOptions(options, 'tokenize()');
+    if (typeof text !== 'string') throw new DogeError('BAD_ARGUMENT', 'tokenize() takes a string');
     return this.rpc.request('tokenize', { text, addSpecialTokens });
   }
 
   /** @returns {Promise<string>} */
-  detokenize(ids, { skipSpecialTokens = false } = {}) {
-    return this.rpc.request('detokenize', { ids: Array.from(ids), skipSpecialTokens });
+  async detokenize(ids, options) {
+    const { skipSpecialTokens = false } = checkOptions(options, 'detokenize()');
+    return this.rpc.request('detokenize', { ids: idList(ids, 'detokenize()'), skipSpecialTokens });
   }
 
   /** @returns {Promise<string>} the prompt text the chat template makes of messages */
-  applyChatTemplate(messages, { addGenerationPrompt = true } = {}) {
-    return this.rpc.request('applyChatTemplate', { messages, addGenerationPrompt });
+  async applyChatTemplate(messages, options) {
+    const { addGenerationPrompt = true } = checkOptions(options, 'applyChatTemplate()');
+    return this.rpc.request('applyChatTemplate', { messages: checkMessages(messages, 'applyChatTemplate()'), addGenerationPrompt });
   }
 
   /**
    * One prefill of token ids: logits [S, V] row-major (causal LM) or [numLabels] (sequence classifier).
    * @returns {Promise<Float32Array>}
    */
-  logits(ids) {
-    return this.rpc.request('logits', { ids: Array.from(ids) });
+  async logits(ids) {
+    return this.rpc.request('logits', { ids: idList(ids, 'logits()') });
   }
 
   /** Frees the worker and all its memory. A running generation is aborted first (its stream ends with
@@ -121,8 +202,9 @@ export class DogeModel {
 
 /**
  * An async iterable of {text, tokenId} pieces; `result` resolves to {text, ids, stats} at the end.
- * Aborting (options.signal) ends the stream at once: no further piece is yielded, the worker stops at its
- * next token, and `result` holds what was yielded, with stats.stopReason 'abort'.
+ * Aborting (options.signal, already aborted or later) ends the stream at once: no further piece is yielded,
+ * the worker stops at its next token, and `result` holds what was yielded, with stats.stopReason 'abort'.
+ * Leaving a `for await` loop early (break, return, throw: the iterator's return()) aborts the same way.
  */
 export class GenerationStream {
   constructor(rpc, input, options) {
@@ -130,25 +212,34 @@ export class GenerationStream {
     this.queue = [];
     this.wake = null;
     this.finished = false;
-    this.aborted = false;
     this.delivered = { text: '', ids: [] };
+    this.controller = new AbortController(); // the caller's signal or an early exit from the loop
+    const unfollow = onAbort(signal, () => this.stop()); // first: a signal aborted already goes with the request
     const done = rpc.request('generate', { input, options: opts }, {
-      signal,
+      signal: this.controller.signal,
       onEvent: (event, data) => {
         if (event === 'tokens') for (const piece of data) this.push(piece);
       },
     });
-    signal?.addEventListener('abort', () => {
-      this.aborted = true;
-      this.push(null);
-    }, { once: true });
     this.result = done
       .then((r) => (this.aborted ? { ...this.delivered, stats: { ...r.stats, generatedTokens: this.delivered.ids.length, stopReason: 'abort' } } : r))
       .finally(() => {
+        unfollow(); // a signal reused for many generations keeps no listener, and aborting it later changes nothing
         this.finished = true;
         this.push(null);
       });
     this.result.catch(() => {}); // observed through iteration or by the caller
+  }
+
+  get aborted() {
+    return this.controller.signal.aborted;
+  }
+
+  /** Ends a generation still running: no further piece is yielded and `result` says 'abort'. */
+  stop() {
+    if (this.finished || this.aborted) return;
+    this.controller.abort();
+    this.push(null);
   }
 
   push(item) {
@@ -157,7 +248,26 @@ export class GenerationStream {
     this.wake = null;
   }
 
-  async *[Symbol.asyncIterator]() {
+  [Symbol.asyncIterator]() {
+    const pieces = this.pieces();
+    return {
+      next: () => pieces.next(),
+      // called when a for-await loop is left early; stopping first also wakes a next() that is waiting
+      return: (value) => {
+        this.stop();
+        return pieces.return(value);
+      },
+      throw: (error) => {
+        this.stop();
+        return pieces.throw(error);
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  async *pieces() {
     for (;;) {
       if (this.aborted) break;
       if (this.queue.length) {

@@ -1,7 +1,8 @@
 /**
  * The worker protocol, in one place. The main side sends requests {id, type, payload}; the worker answers
  * with any number of events {id, event, data} (progress, tokens) and then one {id, result} or {id, error}.
- * {type: 'abort', target} asks the worker to stop request `target`. Same code for Node worker_threads and
+ * {type: 'abort', target} asks the worker to stop request `target`; a request sent with `aborted: true` (its
+ * signal was aborted already) starts stopped. Same code for Node worker_threads and
  * browser Web Workers.
  * @module protocol
  */
@@ -57,10 +58,18 @@ export class RpcClient {
       p.onEvent?.(msg.event, msg.data);
       return;
     }
-    this.pending.delete(msg.id);
+    const error = msg.error && new DogeError(msg.error.code, msg.error.message, { file: msg.error.file });
+    this.settle(msg.id, error ? { error } : { result: msg.result });
+  }
+
+  /** Ends request `id` (once) with {result} or {error}; later messages about it are ignored. */
+  settle(id, { result, error }) {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
     if (this.pending.size === 0) this.worker.busy(false);
-    if (msg.error) p.reject(new DogeError(msg.error.code, msg.error.message, { file: msg.error.file }));
-    else p.resolve(msg.result);
+    if (error) p.reject(error);
+    else p.resolve(result);
   }
 
   fail(error) {
@@ -80,14 +89,21 @@ export class RpcClient {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      const abort = () => this.worker.post({ type: 'abort', target: id });
+      const detached = (fn) => (value) => {
+        signal?.removeEventListener('abort', abort); // a signal reused for many requests keeps no listener
+        fn(value);
+      };
       if (this.pending.size === 0) this.worker.busy(true);
-      this.pending.set(id, { resolve, reject, onEvent });
-      if (signal) {
-        const abort = () => this.worker.post({ type: 'abort', target: id });
-        if (signal.aborted) abort();
-        else signal.addEventListener('abort', abort, { once: true });
+      this.pending.set(id, { resolve: detached(resolve), reject: detached(reject), onEvent });
+      try {
+        // a signal aborted already travels with the request: an abort message is for a request the worker has seen
+        this.worker.post({ id, type, payload, aborted: signal?.aborted === true }, transfer);
+      } catch (e) {
+        this.settle(id, { error: unsendable(type, e) });
+        return;
       }
-      this.worker.post({ id, type, payload }, transfer);
+      if (signal && !signal.aborted) signal.addEventListener('abort', abort, { once: true });
     });
   }
 
@@ -101,6 +117,11 @@ export class RpcClient {
     this.fail(new DogeError('DISPOSED', 'the model was disposed'));
     return this.worker.terminate();
   }
+}
+
+/** A payload that cannot be cloned to the worker (a function, a Symbol, ...) is the caller's mistake. */
+function unsendable(type, e) {
+  return new DogeError('BAD_ARGUMENT', `${type}: the arguments cannot be sent to the engine worker (${e.message})`, { cause: e });
 }
 
 /**
@@ -122,6 +143,7 @@ export async function serveRpc(handlers) {
       return;
     }
     const controller = new AbortController();
+    if (msg.aborted) controller.abort();
     running.set(msg.id, controller);
     const ctx = {
       emit: (event, data) => port.post({ id: msg.id, event, data }),

@@ -1,7 +1,11 @@
 // The public API (js/index.js) end to end through the engine worker, on both wasm builds.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { loadModel, DogeError } from '../js/index.js';
+import { RpcClient } from '../js/protocol.js';
 import { writeTinyModel } from './fixtures.js';
 import { startHub } from './hub-server.js';
 import { tempDir } from './helpers.js';
@@ -111,6 +115,89 @@ for (const build of ['single', 'threads']) {
       assert.equal(again.ids.length, 5);
     });
 
+    test('an already aborted signal ends the generation at once', async () => {
+      const ac = new AbortController();
+      ac.abort();
+      const answers = [];
+      const { pieces, result } = await watchingRpc((rpc, msg) => 'result' in msg && answers.push(msg.result),
+        () => collect(model.generate('The Lord said', { maxNewTokens: 50, eosTokenId: [], signal: ac.signal })));
+      assert.equal(pieces.length, 0);
+      assert.deepEqual([result.stats.stopReason, result.ids, result.text, result.stats.generatedTokens], ['abort', [], '', 0]);
+      assert.equal(answers[0].stats.stopReason, 'abort', 'the worker stopped at its first token');
+      assert.ok(answers[0].ids.length <= 1);
+      // the protocol itself: the abort reaches the worker after the request, not before it (where it is dropped)
+      const direct = await model.rpc.request('generate', { input: 'x', options: { maxNewTokens: 50, eosTokenId: [] } }, { signal: ac.signal });
+      assert.equal(direct.stats.stopReason, 'abort');
+      assert.ok(direct.ids.length < 50);
+      assert.equal((await model.generate('x', { maxNewTokens: 4, eosTokenId: [] }).result).ids.length, 4);
+    });
+
+    test('leaving a for-await loop early aborts the generation', async () => {
+      const stream = model.generate('x', { maxNewTokens: 100, temperature: 1, seed: 4, eosTokenId: [] });
+      const seen = [];
+      for await (const p of stream) {
+        seen.push(p.tokenId);
+        break;
+      }
+      const { stats, ids } = await stream.result;
+      assert.equal(stats.stopReason, 'abort');
+      assert.deepEqual(ids, seen);
+      // throw() too, and return() while a next() waits for its piece
+      const thrown = model.generate('x', { maxNewTokens: 100, eosTokenId: [] });
+      const it = thrown[Symbol.asyncIterator]();
+      await it.next();
+      await assert.rejects(it.throw(new Error('caller gave up')), /caller gave up/);
+      assert.equal((await thrown.result).stats.stopReason, 'abort');
+      const returned = model.generate('x', { maxNewTokens: 100, eosTokenId: [] });
+      const it2 = returned[Symbol.asyncIterator]();
+      const waiting = it2.next();
+      assert.deepEqual(await it2.return('bye'), { done: true, value: 'bye' });
+      assert.equal((await waiting).done, true);
+      assert.deepEqual([(await returned.result).stats.stopReason, (await returned.result).ids], ['abort', []]);
+    });
+
+    test('a signal reused for many generations keeps no listeners', async () => {
+      const ac = new AbortController();
+      const warnings = [];
+      const onWarning = (w) => warnings.push(w.name);
+      process.on('warning', onWarning);
+      try {
+        const streams = [];
+        for (let i = 0; i < 31; i++) {
+          const stream = model.generate('x', { maxNewTokens: 2, eosTokenId: [], signal: ac.signal });
+          await stream.result;
+          streams.push(stream);
+        }
+        for (let i = 0; i < 3; i++) await model.rpc.request('tokenize', { text: 'x', addSpecialTokens: true }, { signal: ac.signal });
+        await assert.rejects(model.rpc.request('logits', { ids: [999] }, { signal: ac.signal }), { code: 'BAD_INPUT' });
+        assert.equal(getEventListeners(ac.signal, 'abort').length, 0);
+        ac.abort(); // after they all ended: changes none of them
+        const { pieces, result } = await collect(streams[0]);
+        assert.equal(result.stats.stopReason, 'length');
+        assert.deepEqual(pieces.map((p) => p.tokenId).filter((t) => t !== null), result.ids);
+        assert.equal(pieces.map((p) => p.text).join(''), result.text);
+      } finally {
+        process.off('warning', onWarning);
+      }
+      assert.deepEqual(warnings, []);
+    });
+
+    test('argument mistakes are DogeErrors with code BAD_ARGUMENT', async () => {
+      const bad = (e) => e instanceof DogeError && e.code === 'BAD_ARGUMENT';
+      assert.throws(() => model.generate('x', null), (e) => bad(e) && /generate\(\): options must be an object, not null/.test(e.message));
+      assert.throws(() => model.chat([{ role: 'user', content: 'hi' }], 'fast'), bad);
+      assert.throws(() => model.generate('x', { signal: 'stop' }), (e) => bad(e) && /options\.signal must be an AbortSignal/.test(e.message));
+      await assert.rejects(model.logits(null), (e) => bad(e) && /logits\(\) takes a list of token ids/.test(e.message));
+      await assert.rejects(model.logits(5), bad);
+      await assert.rejects(model.tokenize(null), bad);
+      await assert.rejects(model.tokenize('x', null), bad);
+      await assert.rejects(model.detokenize(undefined), bad);
+      await assert.rejects(model.applyChatTemplate('hi'), bad);
+      await assert.rejects(model.generate('x', { stop: () => 'a function' }).result, (e) => bad(e) && /cannot be sent to the engine worker/.test(e.message));
+      assert.equal(model.rpc.pending.size, 0);
+      assert.equal((await model.logits([1, 2])).length, 2 * 320, 'the model is still usable');
+    });
+
     test('two generations at once run one after the other', async () => {
       const opts = { maxNewTokens: 8, temperature: 0, eosTokenId: [] };
       const alone = (await collect(model.generate('same prompt', opts))).result;
@@ -193,6 +280,88 @@ test('a worker that dies is reported, and a new model can be loaded', async () =
   const again = await loadModel(dir, { build: 'single' });
   assert.equal((await again.logits([1])).length, 320);
   await again.dispose();
+});
+
+/** Runs fn while RpcClient.receive is watched: onMessage(rpc, msg) before each message is handled. */
+async function watchingRpc(onMessage, fn) {
+  const receive = RpcClient.prototype.receive;
+  RpcClient.prototype.receive = function (msg) {
+    onMessage(this, msg);
+    return receive.call(this, msg);
+  };
+  try {
+    return await fn();
+  } finally {
+    RpcClient.prototype.receive = receive;
+  }
+}
+
+test('loadModel with an already aborted signal rejects with ABORTED and starts nothing', async () => {
+  const ac = new AbortController();
+  ac.abort();
+  const rpcs = new Set();
+  await watchingRpc((rpc) => rpcs.add(rpc), () =>
+    assert.rejects(loadModel(dir, { build: 'single', signal: ac.signal }), (e) => e.code === 'ABORTED' && /: loading aborted$/.test(e.message)));
+  assert.equal(rpcs.size, 0, 'no worker answered anything');
+});
+
+test('an abort that arrives after the weights are in (during warm-up) still rejects, and frees the model', async () => {
+  const ac = new AbortController();
+  let loadRpc;
+  const p = watchingRpc((rpc, msg) => {
+    loadRpc = rpc;
+    if ('result' in msg) ac.abort(); // the worker has loaded the model; its answer is on the way
+  }, () => loadModel(dir, { build: 'single', signal: ac.signal }));
+  p.then((m) => m.dispose(), () => {});
+  await assert.rejects(p, (e) => e.code === 'ABORTED' && /loading aborted/.test(e.message));
+  assert.equal(loadRpc.dead?.code, 'DISPOSED', 'the worker is gone');
+});
+
+test('an onProgress callback that throws rejects loadModel with its error and stops the load', async () => {
+  const oops = new Error('progress bar broke');
+  let loadRpc, calls = 0;
+  const onProgress = () => {
+    calls++;
+    throw oops;
+  };
+  const p = watchingRpc((rpc) => (loadRpc = rpc), () => loadModel(dir, { build: 'single', onProgress }));
+  p.then((m) => m.dispose(), () => {});
+  await assert.rejects(p, (e) => e === oops);
+  assert.equal(calls, 1, 'not called again once it threw');
+  assert.equal(loadRpc.dead?.code, 'DISPOSED', 'the worker is gone');
+  await assert.rejects(loadModel(dir, null), (e) => e.code === 'BAD_ARGUMENT' && /loadModel\(\): options must be an object/.test(e.message));
+  await assert.rejects(loadModel(dir, { onProgress: 'log' }), (e) => e.code === 'BAD_ARGUMENT' && /onProgress must be a function/.test(e.message));
+});
+
+test('breaking out of an endless generation stops the worker', async () => {
+  const model = await loadModel(dir, { build: 'single', boundedCache: true });
+  try {
+    const answers = [];
+    const stream = model.generate('x', { maxNewTokens: 20000, eosTokenId: [] }); // seconds of work
+    await watchingRpc((rpc, msg) => 'result' in msg && answers.push(msg.result), async () => {
+      for await (const p of stream) break;
+      await stream.result;
+    });
+    assert.equal((await stream.result).stats.stopReason, 'abort');
+    assert.equal(answers[0].stats.stopReason, 'abort', 'the worker stopped too');
+    assert.equal((await model.generate('x', { maxNewTokens: 3, eosTokenId: [] }).result).ids.length, 3);
+  } finally {
+    await model.dispose();
+  }
+});
+
+test('a script that breaks out of an endless generation ends (the worker stops)', () => {
+  const script = `${tempDir('break')}/break.mjs`;
+  writeFileSync(script, `
+    import { loadModel } from ${JSON.stringify(new URL('../js/index.js', import.meta.url).href)};
+    const model = await loadModel(${JSON.stringify(dir)}, { build: 'single', boundedCache: true });
+    for await (const p of model.generate('x', { maxNewTokens: 100000000, eosTokenId: [] })) break;
+    console.log('broke out');
+  `);
+  const run = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 30000 });
+  assert.equal(run.signal, null, 'the process ended by itself');
+  assert.equal(run.status, 0, run.stderr);
+  assert.equal(run.stdout.trim(), 'broke out');
 });
 
 test('a tokenizer larger than the model vocabulary is refused', async () => {
