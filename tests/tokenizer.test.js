@@ -180,6 +180,7 @@ test('the API: generated text keeps a character cut short by the token limit; te
     await assert.rejects(model.tokenize(123), (e) => e.code === 'BAD_ARGUMENT');
     await assert.rejects(model.detokenize([1.5]), (e) => e.code === 'BAD_INPUT' && /token id 1\.5 at index 0/.test(e.message));
     await assert.rejects(model.detokenize([999999]), (e) => e.code === 'BAD_INPUT' && /outside the vocabulary/.test(e.message));
+    await assert.rejects(model.detokenize(null), (e) => e.code === 'BAD_ARGUMENT');
   } finally {
     await model.dispose();
   }
