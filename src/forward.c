@@ -22,7 +22,8 @@
  * all threads clearly slower than the fastest step on one thread (by DECODE_PROBE_LOST) end a probe after two
  * of them (one if one thread won the last probe too), and start a probe at once when three of the last four
  * are so while all threads are in use: a core taken away costs a few steps, not a period, while one slow step
- * (the host's other threads) does not decide.
+ * (the host's other threads) does not decide. A step on all threads that passes DECODE_PROBE_LOST x that fastest
+ * step finishes its layers on one thread (finish_late_step_alone), so a lost step costs about one stall.
  * Results do not depend on the thread count. */
 #define DECODE_PROBE_STEPS 4
 #define DECODE_PROBE_MIN_PERIOD 64
@@ -35,7 +36,7 @@ typedef struct {
     double ms[2][DECODE_PROBE_STEPS]; /* this probe's steps on one thread, on all */
     int probe_len; /* steps of the current probe: 2 * DECODE_PROBE_STEPS, fewer when all threads lost early */
     int use_all;   /* the last probe's choice */
-    double one_ms; /* the last probe's fastest step on one thread */
+    double one_ms; /* the last probe's fastest step on one thread (0 before the first) */
     int lost;      /* steps on all threads slower than DECODE_PROBE_LOST x one_ms in this probe */
     unsigned recent; /* since the probe, one bit a step on all threads (lowest: the last), set when lost */
     int reprobe;   /* the next step starts a probe */
@@ -86,12 +87,12 @@ static void decode_probe_record(DecodeProbe *p, double ms) {
     }
     if (k < DECODE_PROBE_STEPS) {
         p->ms[0][k] = ms;
-    } else if (k < p->probe_len) {
-        p->ms[1][k - DECODE_PROBE_STEPS] = ms;
-        if (k == DECODE_PROBE_STEPS) {
+        if (k == DECODE_PROBE_STEPS - 1) { /* known before the first step on all threads: it sets their deadline */
             p->one_ms = p->ms[0][0];
             for (int i = 1; i < DECODE_PROBE_STEPS; i++) p->one_ms = p->ms[0][i] < p->one_ms ? p->ms[0][i] : p->one_ms;
         }
+    } else if (k < p->probe_len) {
+        p->ms[1][k - DECODE_PROBE_STEPS] = ms;
         /* one lost step is enough when one thread won the last probe too (the core is still taken) */
         const int enough = p->start > 0 && !p->use_all ? 1 : 2;
         if ((p->lost += ms > DECODE_PROBE_LOST * p->one_ms) == enough) {
@@ -154,6 +155,7 @@ struct DogeSession {
     size_t scratch_words;
     float *scratch;       /* [threads][scratch_words] */
     DecodeProbe probe;    /* thread count of generation steps (doge_session_next) */
+    double deadline_ms;   /* a generation step on all threads still running then finishes on one (0: none) */
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -779,6 +781,15 @@ double doge_session_cache_bytes(const DogeSession *s) {
 
 /* One piece of a forward call: S tokens through every layer into the cache, then the logits `mode` asks for.
  * The caller has checked the input, sized the workspace and set the rotary state for the whole call. */
+/* A generation step on all threads that has already taken longer than one thread would (a core taken away:
+ * workers stall the step) runs its remaining layers on the calling thread alone. */
+static void finish_late_step_alone(DogeSession *s) {
+    if (s->deadline_ms > 0.0 && now_ms() > s->deadline_ms) {
+        pool_set_active(s->pool, 1);
+        s->deadline_ms = 0.0;
+    }
+}
+
 static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out, int mode) {
     const DogeModel *m = s->m;
     const DogeConfig *c = &m->cfg;
@@ -803,6 +814,7 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const DogeLayer *ly = &m->layers[l];
         job.layer = l;
+        finish_late_step_alone(s);
 
         /* ---- sequence transformation: x = input_residual * x + attn(rmsnorm(x)) ---- */
         residual_norm(&job, NULL, ly->input_layernorm);
@@ -841,6 +853,7 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
         matmul(s, out, s->xn, m->score, NULL, 1, D, c->num_labels);
         return;
     }
+    finish_late_step_alone(s);
     const int first = mode == DOGE_LOGITS_ALL ? 0 : S - 1, rows = S - first;
     for (int t = 0; t < rows; t++)
         k_rmsnorm(s->xn + (size_t)t * D, s->x + (size_t)(first + t) * D, m->norm, D, c->rms_norm_eps);
@@ -910,8 +923,10 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
     const int all = pool_threads(s->pool), probing = n == 1 && all > 1;
     if (probing) pool_set_active(s->pool, decode_probe_threads(&s->probe, all));
     const double t0 = probing ? now_ms() : 0.0;
+    if (probing && pool_active(s->pool) > 1 && s->probe.one_ms > 0.0) s->deadline_ms = t0 + DECODE_PROBE_LOST * s->probe.one_ms;
     int rc = doge_forward(s, ids, n, s->logits, DOGE_LOGITS_LAST, err);
     if (probing) {
+        s->deadline_ms = 0.0;
         decode_probe_record(&s->probe, now_ms() - t0);
         pool_set_active(s->pool, all); /* prompts and other calls use every thread */
     }

@@ -174,6 +174,24 @@ static void test_decode_probe(void) {
     CHECK(p.period == DECODE_PROBE_MAX_PERIOD && p.use_all, "period %ld, use_all %d at the end", p.period, p.use_all);
 }
 
+/* A generation step on all threads past its deadline finishes on the calling thread; before it, nothing changes. */
+static void test_late_step(void) {
+    DogeSession s = {0};
+    s.pool = pool_new(2);
+    CHECK(s.pool && pool_threads(s.pool) == 2, "a pool of 2 threads");
+    if (!s.pool) return;
+    s.deadline_ms = now_ms() + 1e6;
+    finish_late_step_alone(&s);
+    CHECK(pool_active(s.pool) == 2 && s.deadline_ms > 0.0, "a step before its deadline keeps every thread");
+    s.deadline_ms = now_ms() - 1.0;
+    finish_late_step_alone(&s);
+    CHECK(pool_active(s.pool) == 1 && s.deadline_ms == 0.0, "a late step goes on alone, once");
+    pool_set_active(s.pool, 2);
+    finish_late_step_alone(&s);
+    CHECK(pool_active(s.pool) == 2, "no deadline: nothing changes");
+    pool_free(s.pool);
+}
+
 int main(void) {
     test_json_valid();
     test_json_invalid();
@@ -181,6 +199,7 @@ int main(void) {
     test_select_top();
     test_exp();
     test_decode_probe();
+    test_late_step();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
