@@ -233,6 +233,7 @@ function statsLine(stats) {
  * @returns {Promise<import('./index.js').GenerationResult|null>} null when stdout was closed
  */
 async function streamToStdout(start, quiet) {
+  if (stdoutClosed.signal.aborted) return null; // the reader went away between generations
   const generation = new AbortController(); // one per generation: each stream keeps a listener on its signal
   const abort = () => generation.abort();
   stdoutClosed.signal.addEventListener('abort', abort);
@@ -279,7 +280,7 @@ async function chatTokens(model, messages) {
  * leaves `room` tokens for the reply or only the last user message is left. Prints a note when it drops turns,
  * and an error line when even the last message does not fit (the session goes on).
  * @param {import('./index.js').DogeModel} model
- * @param {{role: string, content: string}[]} messages changed in place
+ * @param {{role: string, content: string}[]} messages trimmed in place when the prompt fits, else left whole
  * @param {number} keep
  * @param {number} room tokens wanted for the reply
  * @returns {Promise<boolean>} whether the prompt fits
@@ -287,17 +288,21 @@ async function chatTokens(model, messages) {
 async function fitChat(model, messages, keep, room) {
   const { contextLength, boundedCache } = model.info;
   if (boundedCache) return true; // no length limit
-  let tokens = await chatTokens(model, messages);
+  const trimmed = [...messages]; // the history stays whole if even the last message cannot fit
+  let tokens = await chatTokens(model, trimmed);
   let dropped = 0;
-  for (; tokens + room > contextLength && messages.length - keep > 1; dropped++) {
-    messages.splice(keep, 2);
-    tokens = await chatTokens(model, messages);
+  for (; tokens + room > contextLength && trimmed.length - keep > 1; dropped++) {
+    trimmed.splice(keep, 2);
+    tokens = await chatTokens(model, trimmed);
+  }
+  if (tokens >= contextLength) {
+    printError(new DogeError('CONTEXT_OVERFLOW', `this message${keep ? ' with the system prompt' : ''} is a prompt of ${tokens} tokens; ` +
+      `the context holds ${contextLength} (raise --context-length)`));
+    return false;
   }
   if (dropped) process.stderr.write(`(dropped the oldest ${dropped} turn${dropped > 1 ? 's' : ''} to fit the context of ${contextLength} tokens)\n`);
-  if (tokens < contextLength) return true;
-  printError(new DogeError('CONTEXT_OVERFLOW', `this message${keep ? ' with the system prompt' : ''} is a prompt of ${tokens} tokens; ` +
-    `the context holds ${contextLength} (raise --context-length)`));
-  return false;
+  messages.splice(0, messages.length, ...trimmed);
+  return true;
 }
 
 async function runChat(values) {

@@ -56,10 +56,16 @@ export async function download(fetchImpl, url, file, opts = {}) {
   const first = await request(0).catch((e) => {
     throw signal?.aborted ? fail('ABORTED', 'aborted', e) : fail('NETWORK', e.message, e);
   });
-  if (first.res.status === 404) throw fail('NOT_FOUND', 'HTTP 404');
-  if (!first.res.ok || !first.res.body) throw fail('NETWORK', `HTTP ${first.res.status}`);
+  if (first.res.status === 404 || !first.res.ok || !first.res.body) {
+    first.release();
+    first.res.body?.cancel().catch(() => {});
+    throw first.res.status === 404 ? fail('NOT_FOUND', 'HTTP 404') : fail('NETWORK', `HTTP ${first.res.status}`);
+  }
+  // A compressed response (a server gzipping JSON) arrives decoded while Content-Length and Range count the
+  // encoded bytes: its size is unknown here, and a resume starts the file over.
+  const encoded = (first.res.headers.get('content-encoding') ?? 'identity') !== 'identity';
   const length = Number(first.res.headers.get('content-length'));
-  const size = Number.isFinite(length) && length > 0 ? length : null;
+  const size = !encoded && Number.isFinite(length) && length > 0 ? length : null;
 
   async function* chunks() {
     let current = first;
@@ -105,7 +111,7 @@ export async function download(fetchImpl, url, file, opts = {}) {
         if (++attempt > retries) throw fail('NETWORK', `gave up after ${retries} retries at byte ${offset}: ${problem.message}`, problem);
         try {
           await sleep(backoffMs * 2 ** (attempt - 1), signal);
-          current = await request(offset);
+          current = await request(encoded ? 0 : offset);
         } catch (e) {
           if (signal?.aborted) throw fail('ABORTED', 'aborted', e);
           problem = e;

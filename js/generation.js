@@ -98,6 +98,23 @@ export class StopMatcher {
   }
 }
 
+/** The stats of a generation; times in ms (0 and rates null for a step that did not run). */
+function generationStats(engine, opts, promptTokens, generatedTokens, prefillMs, decodeMs, stopReason) {
+  return {
+    promptTokens,
+    generatedTokens,
+    prefillMs,
+    decodeMs,
+    prefillTokensPerSecond: prefillMs > 0 ? (promptTokens / prefillMs) * 1000 : null,
+    tokensPerSecond: generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : null,
+    stopReason,
+    seed: opts.seed,
+    build: engine.info.build,
+    threads: engine.info.threads,
+    memoryBytes: engine.memoryBytes,
+  };
+}
+
 /**
  * Runs one generation on a fresh KV cache.
  * @param {object} a
@@ -124,6 +141,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
   let stopReason = 'length';
   try {
     sampler.accept(promptIds); // transformers penalizes prompt tokens too
+    if (aborted()) return { text: '', ids: [], stats: generationStats(engine, opts, promptIds.length, 0, 0, 0, 'abort') }; // nothing run
     const t0 = performance.now();
     let next = session.next(promptIds, sampler);
     const t1 = performance.now();
@@ -169,23 +187,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
       emit({ text: tail, tokenId: null }); // text held back for a possible stop string
     }
     const decodeMs = performance.now() - t1;
-    return {
-      text,
-      ids,
-      stats: {
-        promptTokens: promptIds.length,
-        generatedTokens: ids.length,
-        prefillMs: t1 - t0,
-        decodeMs,
-        prefillTokensPerSecond: (promptIds.length / (t1 - t0)) * 1000,
-        tokensPerSecond: ids.length > 1 ? ((ids.length - 1) / decodeMs) * 1000 : null,
-        stopReason,
-        seed: opts.seed,
-        build: engine.info.build,
-        threads: engine.info.threads,
-        memoryBytes: engine.memoryBytes,
-      },
-    };
+    return { text, ids, stats: generationStats(engine, opts, promptIds.length, ids.length, t1 - t0, decodeMs, stopReason) };
   } finally {
     sampler.free();
   }

@@ -87,7 +87,8 @@ export interface GenerationStats {
   generatedTokens: number;
   prefillMs: number;
   decodeMs: number;
-  prefillTokensPerSecond: number;
+  /** null when the prompt was not run (a generation aborted before it started) */
+  prefillTokensPerSecond: number | null;
   tokensPerSecond: number | null;
   stopReason: 'eos' | 'stop' | 'length' | 'context' | 'abort';
   seed: number;
@@ -147,8 +148,9 @@ export interface ModelInfo {
   generationConfig: Record<string, unknown>;
 }
 
-/** Arguments of the wrong type (options that are not an object, ids that are not a list, text that is not a
- * string) are DogeError BAD_ARGUMENT: thrown by generate() and chat(), a rejection of the others. */
+/** Arguments of the wrong type (options that are not an object, a prompt that is not text, ids or messages,
+ * ids that are not a list, text that is not a string) are DogeError BAD_ARGUMENT: thrown by generate() and
+ * chat(), a rejection of the others. */
 export class DogeModel {
   readonly info: ModelInfo;
   generate(input: string | number[] | Message[], options?: GenerateOptions): GenerationStream;

@@ -33,11 +33,11 @@ export async function loadModel(source, options) {
   const aborted = () => new DogeError('ABORTED', `${sourceLabel(source)}: loading aborted`, { cause: signal.reason });
   if (signal?.aborted) throw aborted();
   const stop = new AbortController(); // the caller's signal, or onProgress throwing
-  const unfollow = onAbort(signal, () => stop.abort());
   const progress = guardedCallback(onProgress, stop);
   // why the load failed or must be undone: onProgress's error first, then the caller's abort
   const stopped = (e) => (progress.failed ? progress.error : signal?.aborted && e?.code !== 'ABORTED' ? aborted() : e);
   const rpc = new RpcClient(await spawnWorker());
+  const unfollow = onAbort(signal, () => stop.abort());
   let model;
   try {
     const info = await rpc.request('load', { source: cloneableSource(source), options: rest }, {
@@ -112,6 +112,16 @@ function idList(ids, what) {
   return Array.from(ids);
 }
 
+/** A prompt: text, token ids, or chat messages (an array of objects); anything else is BAD_ARGUMENT. */
+function checkInput(input, what) {
+  if (typeof input === 'string') return input;
+  if (Array.isArray(input) && input.length > 0 && typeof input[0] === 'object') return checkMessages(input, what);
+  if (input == null || typeof input !== 'object') {
+    throw new DogeError('BAD_ARGUMENT', `${what} takes text, a list of token ids or a list of {role, content} messages`);
+  }
+  return idList(input, what);
+}
+
 function checkMessages(messages, what) {
   if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
     throw new DogeError('BAD_ARGUMENT', `${what} takes a list of {role, content} messages`);
@@ -150,7 +160,7 @@ export class DogeModel {
    * @returns {GenerationStream}
    */
   generate(input, options) {
-    return new GenerationStream(this.rpc, input, checkOptions(options, 'generate()'));
+    return new GenerationStream(this.rpc, checkInput(input, 'generate()'), checkOptions(options, 'generate()'));
   }
 
   /** Applies the chat template to messages and streams the reply. */

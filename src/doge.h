@@ -33,7 +33,7 @@ typedef enum {
     DOGE_ERR_UNSUPPORTED = 4, /* a recognised but unsupported checkpoint (e.g. the old remote-code layout) */
     DOGE_ERR_NOMEM = 5,       /* an allocation failed */
     DOGE_ERR_INPUT = 6,       /* bad arguments at run time (token ids, context overflow, call order) */
-    DOGE_ERR_NUMERIC = 7,     /* the logits to sample from hold NaN (or +inf when sampling): the weights overflow fp32 */
+    DOGE_ERR_NUMERIC = 7,     /* the logits to sample from hold NaN (or +inf when sampling): values overflow fp32 */
 } DogeStatus;
 
 typedef struct {

@@ -933,8 +933,8 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
     if (rc != DOGE_OK) return rc;
     *token = doge_sampler_sample(sp, s->logits, NULL);
     if (*token < 0) {
-        doge_set_error(err, DOGE_ERR_NUMERIC, "the logits at position %d hold NaN or infinity: the model's values overflow "
-                       "float32 (check its weights)", s->pos - 1);
+        doge_set_error(err, DOGE_ERR_NUMERIC, "the logits at position %d hold NaN or infinity: the model's values (or logits "
+                       "divided by a temperature near 0) overflow float32", s->pos - 1);
         return err->code;
     }
     return DOGE_OK;

@@ -68,6 +68,18 @@ test('chat drops the oldest turns (not the system prompt) when the context is fu
   assert.ok(r.stdout.endsWith(`${text}\n`), `${JSON.stringify(r.stdout)} should end with ${JSON.stringify(text)}`);
 });
 
+test('chat: a message too long for the context leaves the conversation as it was', () => {
+  const sampling = ['--max-new-tokens', '8', '--temperature', '0'];
+  const chat = (input) => run(process.execPath, [`${ROOT}js/cli.js`, 'chat', '--model', dir, ...sampling], { input });
+  const plain = chat('hello there\nwhat is it\n');
+  const interrupted = chat(`hello there\n${'x'.repeat(200)}\nwhat is it\n`);
+  assert.equal(interrupted.code, 0, interrupted.stderr);
+  assert.match(interrupted.stderr, /CONTEXT_OVERFLOW/);
+  assert.doesNotMatch(interrupted.stderr, /dropped the oldest/);
+  const lastReply = (r) => r.stdout.trimEnd().split('\n').at(-1);
+  assert.equal(lastReply(interrupted), lastReply(plain), 'the last reply saw the first turn in both');
+});
+
 test('a closed stdout (| head) ends generate quietly with exit code 0', () => {
   const endless = tempDir('endless');
   writeTinyModel(endless, { maxPos: 4096, generationConfig: { eos_token_id: [] } }); // never stops before 4000 tokens

@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { Engine } from '../js/wasm-engine.js';
 import { openSource } from '../js/sources.js';
 import { loadModel } from '../js/index.js';
@@ -42,6 +43,7 @@ const SMALL_SCENARIOS = {
   cfgforever: { 'config.json': () => 'drop-half' },
   cfg500: { 'config.json': () => 'status-500' },
   indexsilent: { [INDEX]: () => 'no-answer' },
+  gzip: { 'config.json': () => 'serve-gzip' }, // a server that compresses JSON (nginx, CDNs)
 };
 
 let server;
@@ -84,6 +86,11 @@ before(async () => {
       case 'send-more':
         res.writeHead(200, { ...headers, 'content-length': part.length - 1000 });
         return res.end(part);
+      case 'serve-gzip': { // Content-Length counts the compressed bytes; fetch hands over the decoded ones
+        const packed = gzipSync(body);
+        res.writeHead(200, { 'content-length': packed.length, 'content-encoding': 'gzip' });
+        return res.end(packed);
+      }
       case 'status-500':
         return res.writeHead(500).end('boom');
       case 'no-answer':
@@ -222,4 +229,13 @@ test('loadModel: aborting while config.json is pending rejects at once with ABOR
   await assert.rejects(loadModel(`${base}/cfgsilent`, { build: 'single', signal: ctl.signal, download: { stallMs: 2000 } }),
     (e) => e.code === 'ABORTED');
   assert.ok(since(t0) < 1500, `took ${since(t0)} ms`);
+});
+
+test('a gzip-compressed config.json loads (its Content-Length counts the compressed bytes)', async () => {
+  const model = await loadModel(`${base}/gzip`, { build: 'single' });
+  try {
+    assert.equal(model.info.vocabSize, JSON.parse(files['config.json']).vocab_size);
+  } finally {
+    await model.dispose();
+  }
 });
