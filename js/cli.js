@@ -102,7 +102,7 @@ const COMMANDS = {
   },
   logits: {
     summary: 'run one prefill of token ids and print the logits as JSON',
-    usage: 'doge-wasm logits --model <dir> --ids 5,17,42 [--threads N]',
+    usage: 'doge-wasm logits --model <dir|url|repo-id> --ids 5,17,42 [--threads N]',
     details: 'Prints {"shape": [S, V], "logits": [...]} (all positions, row-major) for a causal LM, or\n' +
       '{"shape": [num_labels], "logits": [...]} for a sequence-classification model. The context defaults to the\n' +
       'number of ids (with --bounded-cache, which needs more than keep_window_size, to the model\'s default).',
@@ -175,6 +175,13 @@ function progressBar() {
   };
 }
 
+/** The value of option `name`, which must be one of `allowed` when given. */
+function oneOf(values, name, allowed) {
+  const v = values[name];
+  if (v !== undefined && !allowed.includes(v)) fail('BAD_ARGUMENT', `--${name} must be ${allowed.join(' or ')}, got '${v}'`);
+  return v;
+}
+
 /** The LoadOptions the engine options on the command line ask for. */
 function loadOptions(values) {
   const build = values.build ?? 'auto';
@@ -187,8 +194,8 @@ function loadOptions(values) {
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
     boundedCache: values['bounded-cache'],
     batchSize: intOption(values, 'batch-size', 1, 1 << 24),
-    moeRouting: values['moe-routing'],
-    weights: values.weights,
+    moeRouting: oneOf(values, 'moe-routing', ['hf', 'legacy_2025_03']),
+    weights: oneOf(values, 'weights', ['f32', 'int8']),
     hubHost: values['hub-host'],
     revision: values.revision,
     onProgress: progressBar(),
@@ -404,6 +411,18 @@ function help(name) {
   return `usage: ${c.usage}\n\n${c.summary}.\n${c.details ? `\n${c.details}\n` : ''}\noptions:\n${opts.join('\n')}\n`;
 }
 
+/** `--temperature -1` as `--temperature=-1`: parseArgs takes a value that starts with '-' only after '=', and the
+ * user's number should reach the option's own check (which names what is wrong) rather than be called ambiguous. */
+function attachNegatives(args, options) {
+  const out = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = /^--([\w-]+)$/.exec(args[i])?.[1];
+    if (options[name]?.type === 'string' && /^-\d|^-\.\d/.test(args[i + 1] ?? '')) out.push(`${args[i]}=${args[++i]}`);
+    else out.push(args[i]);
+  }
+  return out;
+}
+
 async function main(argv) {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -417,7 +436,7 @@ async function main(argv) {
     // parseArgs takes only its own keys (type, short, multiple), and no undefined ones
     const spec = ([k, o]) => [k, Object.fromEntries(['type', 'short', 'multiple'].filter((f) => o[f] !== undefined).map((f) => [f, o[f]]))];
     const options = Object.fromEntries(Object.entries(command.options).map(spec));
-    ({ values } = parseArgs({ args: rest, options, allowPositionals: false, strict: true }));
+    ({ values } = parseArgs({ args: attachNegatives(rest, options), options, allowPositionals: false, strict: true }));
   } catch (e) {
     fail('BAD_ARGUMENT', e.message);
   }

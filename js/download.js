@@ -1,5 +1,6 @@
 /**
- * A model file download that survives a flaky network: when the connection drops, stalls or ends early,
+ * A model file download that survives a flaky network: a first request that fails to connect, gets no answer
+ * or an HTTP 5xx / 429 is tried again, and when the connection drops, stalls or ends early,
  * it asks again with an HTTP Range request from the byte it has, with bounded retries and backoff. A server
  * that ignores Range (answers 200) makes the file start over; the consumer is told with RESTART.
  * @module download
@@ -10,6 +11,9 @@ import { DogeError } from './errors.js';
 export const RESTART = Symbol('restart');
 
 export const DOWNLOAD_DEFAULTS = { retries: 5, backoffMs: 250, stallMs: 30000 };
+
+/** An error's message and its cause's: fetch's "fetch failed" says little, its cause says why (ENOTFOUND ...). */
+const why = (e) => (e?.cause?.message ? `${e.message}: ${e.cause.message}` : e.message);
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
@@ -47,15 +51,33 @@ export async function download(fetchImpl, url, file, opts = {}) {
       return { res, ctl, release: () => signal?.removeEventListener('abort', onAbort) };
     } catch (e) {
       signal?.removeEventListener('abort', onAbort);
-      throw silent ? new Error(`no response within ${stallMs} ms`, { cause: e }) : e;
+      throw silent ? new Error(`no response within ${stallMs} ms`) : e;
     } finally {
       clearTimeout(timer);
     }
   }
 
-  const first = await request(0).catch((e) => {
-    throw signal?.aborted ? fail('ABORTED', 'aborted', e) : fail('NETWORK', e.message, e);
-  });
+  /** The first response, with the same retries and backoff as a resume: a failed connection, a silent server
+   * and HTTP 5xx / 429 are tried again; any other answer is returned. */
+  async function firstResponse() {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await request(0);
+        const { status } = r.res;
+        if ((status < 500 && status !== 429) || attempt >= retries) return r;
+        r.release();
+        r.res.body?.cancel().catch(() => {});
+      } catch (e) {
+        if (signal?.aborted) throw fail('ABORTED', 'aborted', e);
+        if (attempt >= retries) throw fail('NETWORK', `${why(e)}${retries ? ` (tried ${retries + 1} times)` : ''}`, e);
+      }
+      await sleep(backoffMs * 2 ** attempt, signal).catch((e) => {
+        throw fail('ABORTED', 'aborted', e);
+      });
+    }
+  }
+
+  const first = await firstResponse();
   if (first.res.status === 404 || !first.res.ok || !first.res.body) {
     first.release();
     first.res.body?.cancel().catch(() => {});

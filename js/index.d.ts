@@ -163,7 +163,8 @@ export class DogeModel {
   dispose(): Promise<void>;
 }
 
-export type ModelSourceInput = string | Iterable<File | Blob>;
+/** A directory (Node), a URL prefix, a hub repo id, or the model's files: `File`s or `{name, blob}` pairs. */
+export type ModelSourceInput = string | Iterable<File | { name: string; blob: Blob }>;
 
 export function loadModel(source: ModelSourceInput, options?: LoadOptions): Promise<DogeModel>;
 

@@ -28,7 +28,7 @@ export { threadsSupported } from './wasm-engine.js';
  * @returns {Promise<DogeModel>}
  */
 export async function loadModel(source, options) {
-  const { onProgress, signal, ...rest } = checkOptions(options, 'loadModel()');
+  const { onProgress, signal, ...rest } = checkOptions(options, 'loadModel()', LOAD_OPTIONS);
   if (onProgress != null && typeof onProgress !== 'function') throw new DogeError('BAD_ARGUMENT', 'loadModel(): onProgress must be a function');
   const aborted = () => new DogeError('ABORTED', `${sourceLabel(source)}: loading aborted`, { cause: signal.reason });
   if (signal?.aborted) throw aborted();
@@ -90,13 +90,20 @@ function onAbort(signal, fn) {
   return () => signal.removeEventListener('abort', fn);
 }
 
-/** undefined -> {}; anything but an options object (null, a string, ...) or a signal that is not an
- * AbortSignal is BAD_ARGUMENT. */
-function checkOptions(options, what) {
+/** The options of loadModel and generate (index.d.ts LoadOptions, GenerateOptions). */
+const LOAD_OPTIONS = ['threads', 'build', 'contextLength', 'boundedCache', 'batchSize', 'hubHost', 'revision', 'moeRouting', 'weights',
+  'download', 'onProgress', 'signal'];
+const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'stop', 'eosTokenId', 'signal'];
+
+/** undefined -> {}; anything but an options object (null, a string, ...), a key not in `known` or a signal that
+ * is not an AbortSignal is BAD_ARGUMENT. */
+function checkOptions(options, what, known) {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw new DogeError('BAD_ARGUMENT', `${what}: options must be an object, not ${options === null ? 'null' : typeof options}`);
   }
+  const unknown = Object.keys(options).find((k) => !known.includes(k)); // a misspelt option is not silently ignored
+  if (unknown !== undefined) throw new DogeError('BAD_ARGUMENT', `${what}: unknown option '${unknown}' (options: ${known.join(', ')})`);
   const { signal } = options;
   if (signal != null && (typeof signal.addEventListener !== 'function' || typeof signal.aborted !== 'boolean')) {
     throw new DogeError('BAD_ARGUMENT', `${what}: options.signal must be an AbortSignal`);
@@ -104,9 +111,9 @@ function checkOptions(options, what) {
   return options;
 }
 
-/** Token ids as an array; anything that is not a list (null, a number, ...) is BAD_ARGUMENT. */
+/** Token ids as an array; anything that is not a list (null, a number, a string, ...) is BAD_ARGUMENT. */
 function idList(ids, what) {
-  if (ids == null || (typeof ids[Symbol.iterator] !== 'function' && typeof ids.length !== 'number')) {
+  if (ids == null || typeof ids === 'string' || (typeof ids[Symbol.iterator] !== 'function' && typeof ids.length !== 'number')) {
     throw new DogeError('BAD_ARGUMENT', `${what} takes a list of token ids`);
   }
   return Array.from(ids);
@@ -160,7 +167,7 @@ export class DogeModel {
    * @returns {GenerationStream}
    */
   generate(input, options) {
-    return new GenerationStream(this.rpc, checkInput(input, 'generate()'), checkOptions(options, 'generate()'));
+    return new GenerationStream(this.rpc, checkInput(input, 'generate()'), checkOptions(options, 'generate()', GENERATE_OPTIONS));
   }
 
   /** Applies the chat template to messages and streams the reply. */
@@ -170,20 +177,20 @@ export class DogeModel {
 
   /** @returns {Promise<number[]>} */
   async tokenize(text, options) {
-    const { addSpecialTokens = true } = checkOptions(options, 'tokenize()');
+    const { addSpecialTokens = true } = checkOptions(options, 'tokenize()', ['addSpecialTokens']);
     if (typeof text !== 'string') throw new DogeError('BAD_ARGUMENT', 'tokenize() takes a string');
     return this.rpc.request('tokenize', { text, addSpecialTokens });
   }
 
   /** @returns {Promise<string>} */
   async detokenize(ids, options) {
-    const { skipSpecialTokens = false } = checkOptions(options, 'detokenize()');
+    const { skipSpecialTokens = false } = checkOptions(options, 'detokenize()', ['skipSpecialTokens']);
     return this.rpc.request('detokenize', { ids: idList(ids, 'detokenize()'), skipSpecialTokens });
   }
 
   /** @returns {Promise<string>} the prompt text the chat template makes of messages */
   async applyChatTemplate(messages, options) {
-    const { addGenerationPrompt = true } = checkOptions(options, 'applyChatTemplate()');
+    const { addGenerationPrompt = true } = checkOptions(options, 'applyChatTemplate()', ['addGenerationPrompt']);
     return this.rpc.request('applyChatTemplate', { messages: checkMessages(messages, 'applyChatTemplate()'), addGenerationPrompt });
   }
 

@@ -39,6 +39,9 @@ export async function openSource(source, opts = {}) {
     }
     if (REPO_ID.test(source)) {
       const host = (opts.hubHost ?? DEFAULT_HUB).replace(/\/+$/, '');
+      if (!URL.canParse(host) || !/^https?:$/.test(new URL(host).protocol)) {
+        throw new DogeError('BAD_ARGUMENT', `hubHost must be an http(s) URL, got '${opts.hubHost}'`);
+      }
       const prefix = `${host}/${source}/resolve/${encodeURIComponent(opts.revision ?? 'main')}`;
       return { ...urlSource(prefix, opts), label: source };
     }

@@ -189,6 +189,9 @@ for (const build of ['single', 'threads']) {
         assert.throws(() => model.generate(input), (e) => bad(e) && /generate\(\) takes text, a list of token ids or a list of/.test(e.message), String(input));
       }
       assert.throws(() => model.generate([{ role: 'user' }]), (e) => bad(e) && /list of \{role, content\} messages/.test(e.message));
+      assert.throws(() => model.generate('x', { maxTokens: 5 }), (e) => bad(e) && /generate\(\): unknown option 'maxTokens' \(options: maxNewTokens,/.test(e.message));
+      await assert.rejects(model.logits('abc'), (e) => bad(e) && /logits\(\) takes a list of token ids/.test(e.message));
+      await assert.rejects(model.detokenize('abc'), bad);
       assert.throws(() => model.chat([{ role: 'user', content: 'hi' }], 'fast'), bad);
       assert.throws(() => model.generate('x', { signal: 'stop' }), (e) => bad(e) && /options\.signal must be an AbortSignal/.test(e.message));
       await assert.rejects(model.logits(null), (e) => bad(e) && /logits\(\) takes a list of token ids/.test(e.message));
@@ -334,6 +337,8 @@ test('an onProgress callback that throws rejects loadModel with its error and st
   assert.equal(calls, 1, 'not called again once it threw');
   assert.equal(loadRpc.dead?.code, 'DISPOSED', 'the worker is gone');
   await assert.rejects(loadModel(dir, null), (e) => e.code === 'BAD_ARGUMENT' && /loadModel\(\): options must be an object/.test(e.message));
+  await assert.rejects(loadModel(dir, { context: 64 }), (e) => e.code === 'BAD_ARGUMENT' && /loadModel\(\): unknown option 'context'/.test(e.message));
+  await assert.rejects(loadModel('SmallDoge/Doge-20M', { hubHost: 'notaurl' }), (e) => e.code === 'BAD_ARGUMENT' && /hubHost must be an http\(s\) URL, got 'notaurl'/.test(e.message));
   await assert.rejects(loadModel(dir, { onProgress: 'log' }), (e) => e.code === 'BAD_ARGUMENT' && /onProgress must be a function/.test(e.message));
 });
 

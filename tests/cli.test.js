@@ -161,6 +161,9 @@ test('usage errors exit 2 with one line on stderr', () => {
     [['generate', '--model', dir, '--prompt', 'x', '--system', 'S'], /BAD_ARGUMENT: --system needs --chat \(or the chat command\)/],
     [['generate', '--model', dir, '--prompt', 'x', '--build', 'single', '--threads', '4'], /BAD_ARGUMENT: --threads 4 needs the threads build: --build single runs one thread/],
     [['tokenize', '--model', dir, '--text', 'x', '--build', 'bogus'], /BAD_ARGUMENT: --build must be auto, threads or single/],
+    [['generate', '--model', dir, '--prompt', 'x', '--temperature', '-1'], /BAD_ARGUMENT: invalid generation option: temperature must be >= 0, got -1/],
+    [['tokenize', '--model', dir, '--text', 'x', '--weights', 'int4'], /BAD_ARGUMENT: --weights must be f32 or int8, got 'int4'/],
+    [['tokenize', '--model', dir, '--text', 'x', '--moe-routing', 'foo'], /BAD_ARGUMENT: --moe-routing must be hf or legacy_2025_03, got 'foo'/],
   ];
   for (const [args, re] of cases) {
     const r = runCli(args);

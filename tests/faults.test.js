@@ -44,6 +44,7 @@ const SMALL_SCENARIOS = {
   cfg500: { 'config.json': () => 'status-500' },
   indexsilent: { [INDEX]: () => 'no-answer' },
   gzip: { 'config.json': () => 'serve-gzip' }, // a server that compresses JSON (nginx, CDNs)
+  cfg503: { 'config.json': (n) => (n < 2 ? 'status-503' : 'serve') }, // busy, then fine
 };
 
 let server;
@@ -93,6 +94,8 @@ before(async () => {
       }
       case 'status-500':
         return res.writeHead(500).end('boom');
+      case 'status-503':
+        return res.writeHead(503).end('busy');
       case 'no-answer':
         return undefined; // never answers
     }
@@ -217,8 +220,8 @@ test('a silent safetensors index fails after the stall timeout', { timeout: 1000
 
 test("loadModel: a config.json that never answers fails after download.stallMs", { timeout: 20000 }, async () => {
   const t0 = performance.now();
-  await assert.rejects(loadModel(`${base}/cfgsilent`, { build: 'single', download: { stallMs: 300 } }),
-    (e) => e.code === 'NETWORK' && /config\.json: no response within 300 ms/.test(e.message));
+  await assert.rejects(loadModel(`${base}/cfgsilent`, { build: 'single', download: { stallMs: 300, retries: 1, backoffMs: 10 } }),
+    (e) => e.code === 'NETWORK' && /config\.json: no response within 300 ms \(tried 2 times\)/.test(e.message));
   assert.ok(since(t0) < 5000, `took ${since(t0)} ms`);
 });
 
@@ -238,4 +241,12 @@ test('a gzip-compressed config.json loads (its Content-Length counts the compres
   } finally {
     await model.dispose();
   }
+});
+
+test('a first request answered 503 (or not at all) is tried again like a resume', async () => {
+  assert.equal(await (await smallSource('cfg503')).readText('config.json'), configText);
+  assert.equal(counts['cfg503/config.json'], 3);
+  const fail = openSource('http://127.0.0.1:9/', { download: { retries: 2, backoffMs: 5, stallMs: 300 } }); // nothing listens
+  await assert.rejects((await fail).readText('config.json'),
+    (e) => e.code === 'NETWORK' && /config\.json: fetch failed: .+ \(tried 3 times\)/.test(e.message));
 });

@@ -161,7 +161,7 @@ test('CLI usage errors', () => {
   expectError({ missing: runCli(['logits', '--model', '/nonexistent/dir', '--ids', '1']) }, /NOT_FOUND: \/nonexistent\/dir: no such model directory/);
   const help = runCli(['logits', '--help']);
   assert.equal(help.code, 0);
-  assert.match(help.stdout, /usage: doge-wasm logits --model <dir> --ids 5,17,42/);
+  assert.match(help.stdout, /usage: doge-wasm logits --model <dir\|url\|repo-id> --ids 5,17,42/);
 });
 
 test('shards load whatever shard the index names first: the one telling the layout is read first', () => {
