@@ -258,3 +258,28 @@ test('a hub model is stored in Cache Storage and listed with its size', async ()
   await page.waitForFunction(() => !/tiny-doge/.test(document.getElementById('cache-list').textContent));
   await context.close();
 });
+
+test('a hub repo missing at first loads once it exists (a cached 404 answers only offline); dragged text is not a model', async () => {
+  const context = await browser.newContext();
+  const page = await openPage(`${site.url}?noautoload&hub=${encodeURIComponent(hub.url)}`, context);
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await page.reload(); // now controlled by the service worker
+  await page.selectOption('#model-select', 'custom');
+  await page.fill('#custom-model', 'test-org/later');
+  await page.click('#load-button');
+  await page.waitForFunction(() => !document.getElementById('error').hidden);
+  assert.match(await page.textContent('#error'), /^NOT_FOUND/);
+  writeTinyModel(`${hubRoot}/test-org/later`); // uploaded since
+  await page.click('#load-button');
+  await loaded(page);
+  assert.match(await page.textContent('#model-info'), /vocabulary 320/);
+  // text dropped on the page: no folder load, no error
+  await page.evaluate(() => {
+    const data = new DataTransfer();
+    data.setData('text/plain', 'some words');
+    document.getElementById('input').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  assert.equal(await page.inputValue('#model-select'), 'custom');
+  assert.equal(await page.isHidden('#error'), true);
+  await context.close();
+});

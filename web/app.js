@@ -22,7 +22,7 @@ const MODELS = [
 const SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens', 'seed', 'threads', 'weights'];
 // The settings a model's generation_config.json gives defaults for; those the user changes keep the user's value.
 const MODEL_SETTINGS = ['temperature', 'top-k', 'top-p', 'min-p', 'repetition-penalty', 'max-new-tokens'];
-const state = { model: null, source: null, messages: [], abort: null, droppedFiles: null, busy: false, changed: new Set() };
+const state = { model: null, source: null, messages: [], abort: null, droppedFiles: null, busy: false, changed: new Set(), loading: null };
 
 // ---- small UI helpers ----------------------------------------------------------------------------------
 function showError(e) {
@@ -126,6 +126,8 @@ async function load() {
     showError(e);
     return;
   }
+  state.loading?.abort(); // a load still running (a second drop) gives way: one engine at a time
+  const loading = (state.loading = new AbortController());
   setBusy(true);
   const old = state.model;
   state.model = null;
@@ -135,7 +137,7 @@ async function load() {
   try {
     const threads = Number($('threads').value) || 1;
     state.model = await loadModel(source, {
-      threads: threadsSupported() ? threads : 1, weights: $('weights').value, hubHost, onProgress: progressView(),
+      threads: threadsSupported() ? threads : 1, weights: $('weights').value, hubHost, onProgress: progressView(), signal: loading.signal,
     });
     state.source = $('model-select').value === 'embedded' ? 'embedded' : typeof source === 'string' ? source : 'folder';
     const info = state.model.info;
@@ -150,11 +152,15 @@ async function load() {
       : `engine: single-thread build (${info.threadsReason})`;
     document.body.dataset.engine = 'ready';
   } catch (e) {
+    if (loading.signal.aborted) return; // replaced by a newer load, which reports for itself
     $('engine-status').textContent = 'engine: not loaded';
     document.body.dataset.engine = 'failed';
     showError(e);
   } finally {
-    setBusy(false);
+    if (state.loading === loading) {
+      state.loading = null;
+      setBusy(false);
+    }
   }
 }
 
@@ -329,8 +335,9 @@ function wire() {
   });
   document.addEventListener('dragleave', () => document.body.classList.remove('dragging'));
   document.addEventListener('drop', (e) => {
-    e.preventDefault();
     document.body.classList.remove('dragging');
+    if (!e.dataTransfer.files.length) return; // dragged text: the input box takes it as usual
+    e.preventDefault();
     state.droppedFiles = [...e.dataTransfer.files];
     $('model-select').value = 'folder';
     $('model-select').dispatchEvent(new Event('change'));

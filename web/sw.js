@@ -9,8 +9,10 @@ const MODELS = 'doge-models';
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(SHELL);
-    await cache.addAll(PRECACHE);
-    await self.skipWaiting();
+    // past the browser's HTTP cache: a host caching files for minutes would fill this version with the last one
+    await cache.addAll(PRECACHE.map((url) => new Request(url, { cache: 'reload' })));
+    // no skipWaiting: an open tab keeps the page and the engine it loaded with; the new version takes over
+    // once every tab of the old one is closed
   })());
 });
 
@@ -45,7 +47,9 @@ self.addEventListener('fetch', (event) => {
   if (request.method !== 'GET' || request.headers.has('range')) return;
   const url = new URL(request.url);
   if (isModelFile(url)) {
-    event.respondWith(caches.match(request).then((hit) => hit ?? fetchAndStore(request, MODELS)));
+    // a cached 404 answers only offline: the file may have been uploaded since
+    event.respondWith(caches.match(request).then((hit) => (hit && hit.status !== 404 ? hit
+      : fetchAndStore(request, MODELS).catch((e) => hit ?? Promise.reject(e)))));
     return;
   }
   if (url.origin !== location.origin) return;
