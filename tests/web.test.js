@@ -95,16 +95,19 @@ test('temperature 0 gives the same reply twice; New chat clears; settings take e
   await page.context().close();
 });
 
-/** Clicks button `id` the moment the first generated token shows (the embedded model is fast enough to finish a
- * reply otherwise); window.clicked records whether the reply was still streaming and its tokens then. */
+/** Clicks button `id` (or, for 'Escape', presses that key) the moment the first generated token shows (the
+ * embedded model is fast enough to finish a reply otherwise); window.clicked records whether the reply was still
+ * streaming, its tokens then, and the messages' aria-busy. */
 function clickAtFirstToken(page, id) {
   return page.evaluate((id) => {
     const stats = document.getElementById('gen-stats');
     new MutationObserver((_, obs) => {
       if (/^[1-9]\d* tokens/.test(stats.textContent)) {
         obs.disconnect();
-        window.clicked = { streaming: !document.getElementById('stop').disabled, tokens: parseInt(stats.textContent, 10) };
-        document.getElementById(id).click();
+        window.clicked = { streaming: !document.getElementById('stop').disabled, tokens: parseInt(stats.textContent, 10),
+          busy: document.getElementById('messages').getAttribute('aria-busy') };
+        if (id === 'Escape') document.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }));
+        else document.getElementById(id).click();
       }
     }).observe(stats, { childList: true, characterData: true, subtree: true });
   }, id);
@@ -161,18 +164,22 @@ test('the user\'s settings persist across reloads; the model\'s defaults fill th
   await page.context().close();
 });
 
-test('Stop aborts the generation at once', async () => {
+test('Stop (and the Escape key) aborts the generation at once; screen readers wait for the whole reply', async () => {
   const page = await openPage(`${site.url}?nosw`);
   await loaded(page);
   await setting(page, 'temperature', 1);
   await setting(page, 'max-new-tokens', 2000);
-  await clickAtFirstToken(page, 'stop');
-  await page.fill('#input', 'Tell me a long story');
-  await page.press('#input', 'Enter');
-  await finished(page);
-  const stopped = parseInt(await page.textContent('#gen-stats'), 10);
-  assert.ok(stopped <= (await page.evaluate(() => window.clicked.tokens)) + 1, `${stopped} tokens after Stop`);
-  assert.match(await page.textContent('#gen-stats'), /stopped: abort/);
+  for (const how of ['stop', 'Escape']) {
+    await clickAtFirstToken(page, how);
+    await page.fill('#input', 'Tell me a long story');
+    await page.press('#input', 'Enter');
+    await finished(page);
+    const stopped = parseInt(await page.textContent('#gen-stats'), 10);
+    const at = await page.evaluate(() => window.clicked);
+    assert.ok(stopped <= at.tokens + 1, `${stopped} tokens after ${how}`);
+    assert.match(await page.textContent('#gen-stats'), /stopped: abort/);
+    assert.deepEqual([at.busy, await page.getAttribute('#messages', 'aria-busy')], ['true', 'false'], 'aria-busy while the reply streams');
+  }
   // still usable
   await greedy(page);
   await setting(page, 'max-new-tokens', 4);

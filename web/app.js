@@ -33,6 +33,8 @@ function showError(e) {
 
 function setBusy(busy) {
   state.busy = busy;
+  // screen readers read the reply once it is complete, not every token as it streams (aria-live region)
+  $('messages').setAttribute('aria-busy', String(busy));
   const ready = !!state.model && !busy;
   $('input').disabled = !state.model;
   $('send').disabled = !ready;
@@ -107,6 +109,7 @@ function progressView() {
       row = document.createElement('div');
       row.className = 'file-progress';
       row.innerHTML = '<div class="label"></div><progress max="1" value="0"></progress>';
+      row.querySelector('progress').setAttribute('aria-label', `${file} download`);
       box.append(row);
       rows.set(file, row);
     }
@@ -319,6 +322,7 @@ function wire() {
     }
   });
   $('stop').addEventListener('click', () => state.abort?.abort());
+  document.addEventListener('keydown', (e) => e.key === 'Escape' && state.abort?.abort()); // Stop from the keyboard
   $('new-chat').addEventListener('click', newChat);
   $('reset-settings').addEventListener('click', resetSettings);
   for (const id of [...SETTINGS, 'system', 'mode']) {
