@@ -5,14 +5,21 @@ import { createReadStream, readFileSync, statSync } from 'node:fs';
 
 /** @param {string} root @param {{chunkDelayMs?: number}} [opts] chunkDelayMs streams 4 KiB pieces slowly */
 export async function startHub(root, { chunkDelayMs = 0 } = {}) {
-  const requests = [];
+  const requests = []; // urls
+  const log = []; // 'METHOD url'
   const server = createServer((req, res) => {
     requests.push(req.url);
+    log.push(`${req.method} ${req.url}`);
     const m = /^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/([^/?]+)$/.exec(req.url);
     const path = m && !m.slice(1).some((p) => p === '..') ? `${root}/${m[1]}/${m[2]}/${decodeURIComponent(m[4])}` : null;
     let size = -1;
+    let etag;
     try {
-      if (path) size = statSync(path).size;
+      if (path) {
+        const st = statSync(path);
+        size = st.size;
+        etag = `"${size}-${Math.round(st.mtimeMs)}"`; // changes when the file is replaced, like the hub's
+      }
     } catch {}
     if (size < 0) {
       res.writeHead(404, { 'content-type': 'text/plain', 'access-control-allow-origin': '*' });
@@ -20,7 +27,12 @@ export async function startHub(root, { chunkDelayMs = 0 } = {}) {
       return;
     }
     // like the real hub: readable cross-origin (the demo page fetches it with CORS)
-    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream', 'access-control-allow-origin': '*' });
+    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream', etag,
+      'access-control-allow-origin': '*', 'access-control-expose-headers': 'ETag' });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
     if (!chunkDelayMs) {
       createReadStream(path).pipe(res);
       return;
@@ -41,6 +53,7 @@ export async function startHub(root, { chunkDelayMs = 0 } = {}) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     requests,
+    log,
     close: () => new Promise((r) => server.close(r)),
   };
 }

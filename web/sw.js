@@ -42,14 +42,36 @@ async function fetchAndStore(request, cacheName) {
   return new Response(toPage, { status: 200, statusText: res.statusText, headers });
 }
 
+/** Whether a cached hub file is what the hub serves now (a repo's files change: the SmallDoge repos were
+ * re-uploaded in another layout): a HEAD request (no CORS preflight) compared by ETag, or by size when the
+ * ETag is not readable. A cached 404 is asked again (the file may exist now). With no answer within a few
+ * seconds (offline), the cached file is used. */
+async function stillCurrent(request, hit) {
+  let head;
+  try {
+    head = await fetch(request.url, { method: 'HEAD', mode: request.mode, credentials: request.credentials, signal: AbortSignal.timeout(5000) });
+  } catch {
+    return true;
+  }
+  if (head.status >= 500 || head.status === 429) return true; // the hub is struggling: the cached file will do
+  if (hit.status === 404 || head.status === 404) return hit.status === head.status;
+  if (!head.ok) return true;
+  const [was, now] = [hit.headers.get('etag'), head.headers.get('etag')];
+  if (was && now) return was === now;
+  return hit.headers.get('content-length') === head.headers.get('content-length');
+}
+
 self.addEventListener('fetch', (event) => {
   const { request } = event;
   if (request.method !== 'GET' || request.headers.has('range')) return;
   const url = new URL(request.url);
   if (isModelFile(url)) {
-    // a cached 404 answers only offline: the file may have been uploaded since
-    event.respondWith(caches.match(request).then((hit) => (hit && hit.status !== 404 ? hit
-      : fetchAndStore(request, MODELS).catch((e) => hit ?? Promise.reject(e)))));
+    // online, a cached file is used while the hub still serves it unchanged; offline, whatever is cached
+    event.respondWith((async () => {
+      const hit = await caches.match(request);
+      if (hit && (await stillCurrent(request, hit))) return hit;
+      return fetchAndStore(request, MODELS).catch((e) => hit ?? Promise.reject(e));
+    })());
     return;
   }
   if (url.origin !== location.origin) return;
