@@ -125,11 +125,15 @@ export class StreamDecoder {
     this.text = ''; // decode(ids[prefix:read])
   }
 
+  /** The text of the window's ids up to `end` (default: all pushed). */
+  windowText(end = this.ids.length) {
+    return this.tokenizer.decode(this.ids.slice(this.prefix, end), { skipSpecialTokens: true });
+  }
+
   /** @param {number} id @returns {string} the new complete text (may be empty) */
   push(id) {
     this.ids.push(id);
-    const opts = { skipSpecialTokens: true };
-    const after = this.tokenizer.decode(this.ids.slice(this.prefix), opts);
+    const after = this.windowText();
     const grown = after.length > this.text.length;
     const waiting = this.ids.length - this.read < UTF8_MAX_BYTES;
     if (waiting && (!grown || after.endsWith('\uFFFD'))) return '';
@@ -138,14 +142,14 @@ export class StreamDecoder {
     this.text = after;
     if (this.read - this.prefix >= STREAM_WINDOW) {
       this.prefix = this.read - STREAM_CONTEXT;
-      this.text = this.tokenizer.decode(this.ids.slice(this.prefix, this.read), opts);
+      this.text = this.windowText(this.read);
     }
     return piece;
   }
 
   /** The text of the ids pushed but not returned yet (a character whose bytes never all came: U+FFFD). */
   flush() {
-    const rest = this.tokenizer.decode(this.ids.slice(this.prefix), { skipSpecialTokens: true }).slice(this.text.length);
+    const rest = this.windowText().slice(this.text.length);
     this.read = this.ids.length;
     this.text += rest;
     return rest;

@@ -31,8 +31,8 @@ function requireTokenizer() {
   return tokenizer;
 }
 
+// Argument types are checked once, by the public API (index.js); the worker checks values.
 function checkText(text) {
-  if (typeof text !== 'string') throw new DogeError('BAD_ARGUMENT', `text must be a string, got ${text === null ? 'null' : typeof text}`);
   if (!text.isWellFormed()) throw new DogeError('BAD_INPUT', 'the text contains a lone UTF-16 surrogate (not valid Unicode)');
   return text;
 }
@@ -47,12 +47,8 @@ function promptIds(input) {
   return checkIds(input, s.model.vocabSize);
 }
 
-/** The token ids of an array-like, each an integer in [0, vocabSize) (BAD_INPUT otherwise). */
-function checkIds(input, vocabSize) {
-  if (input === null || typeof input !== 'object' || typeof input.length !== 'number') {
-    throw new DogeError('BAD_ARGUMENT', `token ids must be an array of integers, got ${input === null ? 'null' : typeof input}`);
-  }
-  const ids = Array.from(input);
+/** Token ids (an array, index.js idList), each an integer in [0, vocabSize) (BAD_INPUT otherwise). */
+function checkIds(ids, vocabSize) {
   ids.forEach((id, i) => {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw new DogeError('BAD_INPUT', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
