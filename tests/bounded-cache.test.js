@@ -2,10 +2,10 @@
 // per layer and kv head. Its results must be exactly those of an unbounded cache, far past the window.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../js/index.js';
 import { writeTinyModel } from './fixtures.js';
-import { CASES_DIR, runCli, tempDir } from './helpers.js';
+import { CASES_DIR, caseCopy, runCli, tempDir } from './helpers.js';
 
 const dir = tempDir('bounded');
 writeTinyModel(dir, { seed: 77 }); // keep_window_size 32, max_position_embeddings 128, A != 0
@@ -59,8 +59,7 @@ test('the bounded cache is refused where it cannot be exact, with the reason', a
 });
 
 test('MoE: the bounded cache decodes exactly, and refuses a call it would have to split (routing spans the call)', async () => {
-  const moe = tempDir('bounded-moe');
-  cpSync(`${CASES_DIR}/moe_e16_k4`, moe, { recursive: true });
+  const moe = caseCopy('moe_e16_k4');
   const config = JSON.parse(readFileSync(`${moe}/config.json`, 'utf8'));
   writeFileSync(`${moe}/config.json`, JSON.stringify({ ...config, keep_window_size: 4 }));
   const full = await loadModel(moe, { contextLength: 64 });

@@ -1,6 +1,6 @@
 // Shared helpers for the Node tests: the reference cases, running the CLIs, comparing logits.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
@@ -16,6 +16,13 @@ export function tempDir(name) {
   if (!tempDirs.length) process.once('exit', () => tempDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
   const dir = mkdtempSync(`${tmpdir()}/doge-${name}-`);
   tempDirs.push(dir);
+  return dir;
+}
+
+/** A scratch copy of reference case `name` (to break or edit), removed when the test process exits. */
+export function caseCopy(name) {
+  const dir = tempDir(`case-${name}`);
+  cpSync(`${CASES_DIR}/${name}`, dir, { recursive: true });
   return dir;
 }
 

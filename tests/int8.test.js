@@ -2,12 +2,11 @@
 // about 3.5x smaller, and close to fp32 where it matters: cross-entropy of the trained embedded model.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync } from 'node:fs';
 import { loadModel } from '../js/index.js';
 import { Engine, LOGITS } from '../js/wasm-engine.js';
 import { streamWeights } from '../js/weights.js';
 import { openSource } from '../js/sources.js';
-import { CASES_DIR, NATIVE, ROOT, run, tempDir } from './helpers.js';
+import { CASES_DIR, NATIVE, ROOT, caseCopy, run, tempDir } from './helpers.js';
 import { writeTinyModel } from './fixtures.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
@@ -106,8 +105,7 @@ test('int8: 1 and 2 threads give identical logits; a matrix too narrow for group
 });
 
 test('int8: a non-finite value in a quantized matrix is a BAD_TENSOR error naming the tensor', async () => {
-  const dir = tempDir('int8');
-  cpSync(`${CASES_DIR}/mixed_dtype`, dir, { recursive: true });
+  const dir = caseCopy('mixed_dtype');
   const tensors = readSafetensors(`${dir}/model.safetensors`);
   const name = 'model.layers.0.mlp.up_proj.weight';
   const t = tensors[name];

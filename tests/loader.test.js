@@ -1,13 +1,12 @@
 // The streaming loader: chunk-size invariance, and clear errors for bad checkpoints and bad input.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { Engine } from '../js/wasm-engine.js';
 import { streamWeights, weightFiles } from '../js/weights.js';
 import { openSource } from '../js/sources.js';
 import { loadModel } from '../js/index.js';
-import { CASES_DIR, NATIVE, run, runCli } from './helpers.js';
+import { CASES_DIR, NATIVE, caseCopy, run, runCli } from './helpers.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
 const nativeHash = (dir, chunk) => {
@@ -76,13 +75,9 @@ test('progress events are monotone and end at each file size', async () => {
 
 /** Copies a reference case to a scratch dir, lets `mutate` break it, and runs both CLIs on it. */
 function brokenCase(base, mutate) {
-  const dir = mkdtempSync(`${tmpdir()}/doge-bad-`);
-  cpSync(`${CASES_DIR}/${base}`, dir, { recursive: true });
+  const dir = caseCopy(base);
   mutate(dir);
-  const nativeRun = run(NATIVE, ['logits', '--model', dir, '--ids', '1,2']);
-  const wasmRun = runCli(['logits', '--model', dir, '--ids', '1,2']);
-  rmSync(dir, { recursive: true, force: true });
-  return { nativeRun, wasmRun };
+  return { nativeRun: run(NATIVE, ['logits', '--model', dir, '--ids', '1,2']), wasmRun: runCli(['logits', '--model', dir, '--ids', '1,2']) };
 }
 
 function expectError(result, pattern) {
@@ -165,36 +160,31 @@ test('CLI usage errors', () => {
 });
 
 test('shards load whatever shard the index names first: the one telling the layout is read first', () => {
-  const dir = mkdtempSync(`${tmpdir()}/doge-shards-`);
-  try {
-    cpSync(`${CASES_DIR}/sharded`, dir, { recursive: true });
-    const all = {};
-    for (const f of ['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors']) {
-      Object.assign(all, readSafetensors(`${dir}/${f}`));
-      rmSync(`${dir}/${f}`);
-    }
-    // the last shard holds only tensors that do not tell the layout; by key order the index names it first
-    const shardOf = (name) => (name === 'lm_head.weight' || name === 'model.norm.weight' ? 3 : name.startsWith('model.layers.2.') ? 2 : 1);
-    const weightMap = {};
-    for (const k of [1, 2, 3]) {
-      const file = `model-0000${k}-of-00003.safetensors`;
-      const names = Object.keys(all).filter((n) => shardOf(n) === k);
-      writeSafetensors(`${dir}/${file}`, Object.fromEntries(names.map((n) => [n, all[n]])));
-      for (const n of names) weightMap[n] = file;
-    }
-    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((n) => [n, weightMap[n]]));
-    assert.equal(Object.values(sorted)[0], 'model-00003-of-00003.safetensors');
-    writeFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: sorted }));
-    for (const cli of [(args) => run(NATIVE, args), runCli]) { // each build against itself on the original shards
-      const logits = (model) => {
-        const r = cli(['logits', '--model', model, '--ids', '1,2,3']);
-        assert.equal(r.code, 0, r.stderr);
-        return JSON.parse(r.stdout).logits;
-      };
-      assert.deepEqual(logits(dir), logits(`${CASES_DIR}/sharded`));
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const dir = caseCopy('sharded');
+  const all = {};
+  for (const f of ['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors']) {
+    Object.assign(all, readSafetensors(`${dir}/${f}`));
+    rmSync(`${dir}/${f}`);
+  }
+  // the last shard holds only tensors that do not tell the layout; by key order the index names it first
+  const shardOf = (name) => (name === 'lm_head.weight' || name === 'model.norm.weight' ? 3 : name.startsWith('model.layers.2.') ? 2 : 1);
+  const weightMap = {};
+  for (const k of [1, 2, 3]) {
+    const file = `model-0000${k}-of-00003.safetensors`;
+    const names = Object.keys(all).filter((n) => shardOf(n) === k);
+    writeSafetensors(`${dir}/${file}`, Object.fromEntries(names.map((n) => [n, all[n]])));
+    for (const n of names) weightMap[n] = file;
+  }
+  const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((n) => [n, weightMap[n]]));
+  assert.equal(Object.values(sorted)[0], 'model-00003-of-00003.safetensors');
+  writeFileSync(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: sorted }));
+  for (const cli of [(args) => run(NATIVE, args), runCli]) { // each build against itself on the original shards
+    const logits = (model) => {
+      const r = cli(['logits', '--model', model, '--ids', '1,2,3']);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout).logits;
+    };
+    assert.deepEqual(logits(dir), logits(`${CASES_DIR}/sharded`));
   }
 });
 
@@ -232,20 +222,15 @@ test('a file restarted after a NaN in its first attempt loads (int8 notes non-fi
 });
 
 test('sizes past 4 GB are refused as OUT_OF_MEMORY, not wrapped around in 32-bit wasm', () => {
-  const dir = mkdtempSync(`${tmpdir()}/doge-huge-`);
-  try {
-    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
-    editConfig(dir, (c) => Object.assign(c, { vocab_size: 1 << 24, hidden_size: 1024 })); // a 64 GiB embedding
-    let r = runCli(['logits', '--model', dir, '--ids', '1']);
-    assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: config\.json: the model needs 6\d\.\d\d GiB of f32 weights/);
-    // a KV cache of 2^24 tokens of the Doge-20M shape: 128 GB
-    r = runCli(['logits', '--model', `${CASES_DIR}/doge20m_shape`, '--ids', '1', '--context-length', String(1 << 24)]);
-    assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: out of memory for a 16777216-token KV cache \(13797\d\.\d MB\)/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = caseCopy('tiny_tied');
+  editConfig(dir, (c) => Object.assign(c, { vocab_size: 1 << 24, hidden_size: 1024 })); // a 64 GiB embedding
+  let r = runCli(['logits', '--model', dir, '--ids', '1']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: config\.json: the model needs 6\d\.\d\d GiB of f32 weights/);
+  // a KV cache of 2^24 tokens of the Doge-20M shape: 128 GB
+  r = runCli(['logits', '--model', `${CASES_DIR}/doge20m_shape`, '--ids', '1', '--context-length', String(1 << 24)]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^doge-wasm: OUT_OF_MEMORY: out of memory for a 16777216-token KV cache \(13797\d\.\d MB\)/);
 });
 
 test('load options are checked, not silently changed: build, threads with the single build, contextLength', async () => {
@@ -272,25 +257,20 @@ test('load options are checked, not silently changed: build, threads with the si
 });
 
 test('errors of the core name their file; a bad generation_config.json is BAD_CONFIG, not the caller\'s option', async () => {
-  const dir = mkdtempSync(`${tmpdir()}/doge-genconf-`);
+  const dir = caseCopy('tiny_tied');
+  writeFileSync(`${dir}/generation_config.json`, JSON.stringify({ do_sample: true, temperature: -1 }));
+  const model = await loadModel(dir);
   try {
-    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
-    writeFileSync(`${dir}/generation_config.json`, JSON.stringify({ do_sample: true, temperature: -1 }));
-    const model = await loadModel(dir);
-    try {
-      await assert.rejects(model.generate([1, 2]).result,
-        (e) => e.code === 'BAD_CONFIG' && e.file === 'generation_config.json' && /^generation_config\.json: temperature must be >= 0, got -1$/.test(e.message));
-      const r = await model.generate([1, 2], { temperature: 0, maxNewTokens: 2 }).result; // the caller's value wins
-      assert.equal(r.ids.length, 2);
-      await assert.rejects(model.generate([1, 2], { temperature: 0.5, topP: 2 }).result, (e) => e.code === 'BAD_ARGUMENT' && /invalid generation option: topP/.test(e.message));
-    } finally {
-      await model.dispose();
-    }
-    editTensors(dir, (t) => delete t['model.norm.weight']);
-    await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_TENSOR' && e.file === undefined);
-    writeFileSync(st(dir), readFileSync(st(dir)).subarray(0, 50));
-    await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_SAFETENSORS' && e.file === 'model.safetensors');
+    await assert.rejects(model.generate([1, 2]).result,
+      (e) => e.code === 'BAD_CONFIG' && e.file === 'generation_config.json' && /^generation_config\.json: temperature must be >= 0, got -1$/.test(e.message));
+    const r = await model.generate([1, 2], { temperature: 0, maxNewTokens: 2 }).result; // the caller's value wins
+    assert.equal(r.ids.length, 2);
+    await assert.rejects(model.generate([1, 2], { temperature: 0.5, topP: 2 }).result, (e) => e.code === 'BAD_ARGUMENT' && /invalid generation option: topP/.test(e.message));
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await model.dispose();
   }
+  editTensors(dir, (t) => delete t['model.norm.weight']);
+  await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_TENSOR' && e.file === undefined);
+  writeFileSync(st(dir), readFileSync(st(dir)).subarray(0, 50));
+  await assert.rejects(loadModel(dir), (e) => e.code === 'BAD_SAFETENSORS' && e.file === 'model.safetensors');
 });

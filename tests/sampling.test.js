@@ -1,10 +1,8 @@
 // The C sampler against a direct computation of Hugging Face's logits processors on known logits.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { Engine, WasmSampler } from '../js/wasm-engine.js';
-import { CASES_DIR, NATIVE, run, runCli } from './helpers.js';
+import { NATIVE, caseCopy, run, runCli } from './helpers.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
 let engine;
@@ -171,24 +169,19 @@ test('NaN logits (or +inf when sampling) have no distribution: sampleFrom refuse
 });
 
 test('a model whose values overflow float32 ends generation with NON_FINITE_LOGITS, and the native CLI prints null', () => {
-  const dir = mkdtempSync(`${tmpdir()}/doge-nan-`);
-  try {
-    cpSync(`${CASES_DIR}/tiny_tied`, dir, { recursive: true });
-    const t = readSafetensors(`${dir}/model.safetensors`);
-    for (const name of ['model.layers.0.input_residual', 'model.layers.0.post_attention_residual']) {
-      const x = new Float32Array(t[name].bytes.length / 4).fill(3e38);
-      t[name] = { ...t[name], bytes: Buffer.from(x.buffer) };
-    }
-    writeSafetensors(`${dir}/model.safetensors`, t);
-    for (const sampling of [['--temperature', '0'], ['--temperature', '1', '--top-k', '40']]) {
-      const r = runCli(['generate', '--model', dir, '--ids', '1,2,3', '--max-new-tokens', '3', ...sampling]);
-      assert.equal(r.code, 2, r.stderr);
-      assert.match(r.stderr, /^doge-wasm: NON_FINITE_LOGITS: the logits at position 2 hold NaN or infinity/);
-    }
-    const n = run(NATIVE, ['logits', '--model', dir, '--ids', '1,2']);
-    assert.equal(n.code, 0, n.stderr);
-    assert.ok(JSON.parse(n.stdout).logits.includes(null));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const dir = caseCopy('tiny_tied');
+  const t = readSafetensors(`${dir}/model.safetensors`);
+  for (const name of ['model.layers.0.input_residual', 'model.layers.0.post_attention_residual']) {
+    const x = new Float32Array(t[name].bytes.length / 4).fill(3e38);
+    t[name] = { ...t[name], bytes: Buffer.from(x.buffer) };
   }
+  writeSafetensors(`${dir}/model.safetensors`, t);
+  for (const sampling of [['--temperature', '0'], ['--temperature', '1', '--top-k', '40']]) {
+    const r = runCli(['generate', '--model', dir, '--ids', '1,2,3', '--max-new-tokens', '3', ...sampling]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^doge-wasm: NON_FINITE_LOGITS: the logits at position 2 hold NaN or infinity/);
+  }
+  const n = run(NATIVE, ['logits', '--model', dir, '--ids', '1,2']);
+  assert.equal(n.code, 0, n.stderr);
+  assert.ok(JSON.parse(n.stdout).logits.includes(null));
 });
