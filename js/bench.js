@@ -13,7 +13,7 @@ export function benchPrompt(length, vocabSize) {
 }
 
 /**
- * @param {string|Iterable<File|Blob>} source
+ * @param {string|Iterable<File|{name: string, blob: Blob}>} source
  * @param {{promptTokens?: number, newTokens?: number} & import('./index.js').LoadOptions} [options]
  */
 export async function benchModel(source, { promptTokens = 256, newTokens = 128, onProgress, ...loadOptions } = {}) {

@@ -23,7 +23,7 @@ export { threadsSupported } from './wasm-engine.js';
  * Aborting (options.signal, already aborted or at any point before the promise settles) rejects with
  * ABORTED and leaves no worker behind. An onProgress callback that throws stops the load the same way, and
  * loadModel rejects with the callback's error.
- * @param {string|Iterable<File|Blob>} source a local directory (Node), a URL prefix, a hub repo id, or Files
+ * @param {string|Iterable<File|{name: string, blob: Blob}>} source a local directory (Node), a URL prefix, a hub repo id, or Files
  * @param {import('./index.js').LoadOptions} [options]
  * @returns {Promise<DogeModel>}
  */
@@ -144,7 +144,7 @@ function cloneableSource(source) {
 
 /**
  * Loads only the tokenizer of a model (tokenizer.json + tokenizer_config.json), in this thread.
- * @param {string|Iterable<File|Blob>} source
+ * @param {string|Iterable<File|{name: string, blob: Blob}>} source
  */
 export async function loadModelTokenizer(source, options = {}) {
   const tokenizer = await loadTokenizer(await openSource(source, options));

@@ -20,7 +20,7 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
  */
 
 /**
- * @param {string|Iterable<File|Blob>|ModelSource} source
+ * @param {string|Iterable<File|{name: string, blob: Blob}>|ModelSource} source
  * @param {{hubHost?: string, revision?: string, fetch?: typeof fetch, download?: object, signal?: AbortSignal}} [opts]
  *   download: retries, backoffMs, stallMs of resumed downloads (js/download.js), for every file of a URL source,
  *   small ones included; signal: aborts every request of the source (the load's), unless a call passes its own
