@@ -110,12 +110,23 @@ build/cases/index.json: tests/reference/make_cases.py | deps-test
 	rm -rf build/cases
 	$(PY) tests/reference/make_cases.py build/cases
 
+# test_core.c includes forward.c and loader.c to reach their static helpers
+TEST_CORE_SRC := tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c
 build/native/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
+	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc $(TEST_CORE_SRC) -lm -o $@
 
-test-c: build/native/test_core
+# The same unit tests built for wasm with SIMD128: the SIMD kernels checked against the same references as the
+# portable ones (pthreads for the pool tests; main runs in a pthread so that it may block).
+build/wasm/test_core.js: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-apt
+	@mkdir -p $(@D)
+	echo '{"type": "commonjs"}' > $(@D)/package.json
+	$(EMCC) $(CFLAGS_COMMON) -O2 -msimd128 -pthread -sPROXY_TO_PTHREAD -sEXIT_RUNTIME=1 -sPTHREAD_POOL_SIZE=3 -sSINGLE_FILE \
+		-sALLOW_MEMORY_GROWTH=1 -sTOTAL_STACK=4MB -Isrc $(TEST_CORE_SRC) -o $@
+
+test-c: build/native/test_core build/wasm/test_core.js
 	build/native/test_core
+	node build/wasm/test_core.js
 
 test-js: all cases deps-test
 	node --test --test-concurrency=1 --test-timeout=600000 tests/
@@ -127,7 +138,7 @@ build/asan/doge-native: $(NATIVE_SRC) $(CORE_HDR) | deps-test
 	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) $(NATIVE_SRC) -lm -o $@
 build/asan/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR) | deps-test
 	@mkdir -p $(@D)
-	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) -Isrc tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c -lm -o $@
+	clang $(CFLAGS_COMMON) -O1 -g -pthread $(SAN_FLAGS) -Isrc $(TEST_CORE_SRC) -lm -o $@
 
 # The C unit tests and every native parity case under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-sanitizers: all build/asan/doge-native build/asan/test_core cases

@@ -1,5 +1,6 @@
 #include "kernels.h"
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -143,16 +144,15 @@ static inline __attribute__((always_inline)) void weighted_values(float *o, cons
 #endif
 }
 
+/* s[t] = softmax over t < n of s[t] * scale + bias[keys[t]]: a query row's scores to probabilities. */
+static void attention_probs(float *s, int n, float scale, const float *bias, const int *keys);
+
 /* Attention of `rows` (1 or 2) query rows: see k_attend. */
 static inline __attribute__((always_inline)) void attend_rows(float *o, const float *q, int rows, const float *K, const float *V,
                                                               const float *bias, const int *keys, int n, int hd, float scale,
                                                               float *scores) {
     key_dots(scores, q, rows, K, keys, n, hd);
-    for (int r = 0; r < rows; r++) {
-        float *sr = scores + (size_t)r * n;
-        for (int t = 0; t < n; t++) sr[t] = sr[t] * scale + bias[keys[t]];
-        k_softmax(sr, n);
-    }
+    for (int r = 0; r < rows; r++) attention_probs(scores + (size_t)r * n, n, scale, bias, keys);
     const int cols4 = ATTEND_SUMS / rows;
     int i = 0;
     for (; i + 4 * cols4 <= hd; i += 4 * cols4) weighted_values(o, scores, rows, V, keys, n, hd, i, cols4);
@@ -218,31 +218,43 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
  * (wd x xd) accumulated in fp32 from 0: the same bits in every build. The weight scales of 4 consecutive
  * rows sit side by side (k_q8_scale_index), so one vector multiply scales a group of 4 rows at once. */
 
-/* One group of Q8_GROUP values: returns d = absmax / 127 and sets q[i] = nearest(x[i] / d) in [-127, 127]. */
+#ifdef __wasm_simd128__
+/* The nearest integers (ties to even) of 4 floats in [-2^22, 2^22], NaN to 0, in int32 lanes: adding 1.5 * 2^23
+ * rounds to an integer held in the low mantissa bits (the same rounding as f32x4.nearest); cheaper than
+ * nearest + trunc_sat, which V8 expands to a long sequence. */
+static inline v128_t nearest_int4(v128_t y) {
+    const v128_t magic = wasm_f32x4_splat(12582912.0f);
+    const v128_t n = wasm_i32x4_sub(wasm_f32x4_add(y, magic), magic);
+    return wasm_v128_and(n, wasm_f32x4_eq(y, y));
+}
+#endif
+
+/* One group of Q8_GROUP values: returns d = absmax / 127 and sets q[i] = nearest(x[i] / d) in [-127, 127], NaN
+ * to 0. A group whose scale is below the normal floats (absmax < 1.5e-36: 1 / d would overflow) is all 0; an
+ * infinite value makes d infinite and the group 0 (its products then NaN, as they should). */
 static float quantize_group(const float *x, int16_t *q) {
     float amax = 0.0f;
 #ifdef __wasm_simd128__
-    v128_t m = wasm_f32x4_abs(wasm_v128_load(x)); /* pmax: one x86 instruction, max: a NaN-aware sequence */
-    for (int i = 4; i < Q8_GROUP; i += 4) m = wasm_f32x4_pmax(m, wasm_f32x4_abs(wasm_v128_load(x + i)));
-    float lanes[4];
-    wasm_v128_store(lanes, m);
-    for (int l = 0; l < 4; l++) amax = lanes[l] > amax ? lanes[l] : amax;
+    /* pmax (one x86 instruction; max is a NaN-aware sequence) keeps its first operand against a NaN, so m never
+     * holds one and NaN inputs are skipped, as in the portable comparisons */
+    v128_t m = wasm_f32x4_splat(0.0f);
+    for (int i = 0; i < Q8_GROUP; i += 4) m = wasm_f32x4_pmax(m, wasm_f32x4_abs(wasm_v128_load(x + i)));
+    m = wasm_f32x4_pmax(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+    amax = wasm_f32x4_extract_lane(wasm_f32x4_pmax(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2)), 0);
 #else
     for (int i = 0; i < Q8_GROUP; i++) {
         const float a = x[i] < 0 ? -x[i] : x[i];
         amax = a > amax ? a : amax;
     }
 #endif
-    const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    const float d = amax / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
 #ifdef __wasm_simd128__
     const v128_t vid = wasm_f32x4_splat(id);
-    for (int i = 0; i < Q8_GROUP; i += 8) {
-        const v128_t lo = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i), vid)));
-        const v128_t hi = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + i + 4), vid)));
-        wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(lo, hi));
-    }
+    for (int i = 0; i < Q8_GROUP; i += 8)
+        wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(nearest_int4(wasm_f32x4_mul(wasm_v128_load(x + i), vid)),
+                                                       nearest_int4(wasm_f32x4_mul(wasm_v128_load(x + i + 4), vid))));
 #else
-    for (int i = 0; i < Q8_GROUP; i++) { /* NaN (an inf or NaN input) to 0, as the SIMD path's saturating truncation */
+    for (int i = 0; i < Q8_GROUP; i++) { /* NaN (an inf or NaN input) to 0, as the SIMD path's mask */
         const float v = nearbyintf(x[i] * id);
         q[i] = v == v ? (int16_t)v : 0;
     }
@@ -405,11 +417,33 @@ void k_matmul_q8_rows(float *y, const int16_t *xq, const float *xd, const int8_t
 }
 
 void k_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
-    double ss = 0.0; /* accumulated wide: closer to PyTorch's pairwise fp32 mean than one fp32 running sum */
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float var = (float)(ss / n);
-    float r = 1.0f / sqrtf(var + eps);
-    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+    /* the squares summed wide, in 4 interleaved lanes added as (l0 + l2) + (l1 + l3), then the tail in order:
+     * closer to PyTorch's pairwise fp32 mean than one fp32 running sum, and 4 independent sums */
+    double lane[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+#ifdef __wasm_simd128__
+    v128_t s01 = wasm_f64x2_splat(0.0), s23 = s01;
+    for (; i + 4 <= n; i += 4) {
+        const v128_t v = wasm_v128_load(x + i), lo = wasm_f64x2_promote_low_f32x4(v);
+        const v128_t hi = wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(v, v, 2, 3, 2, 3));
+        s01 = wasm_f64x2_add(s01, wasm_f64x2_mul(lo, lo));
+        s23 = wasm_f64x2_add(s23, wasm_f64x2_mul(hi, hi));
+    }
+    wasm_v128_store(lane, s01);
+    wasm_v128_store(lane + 2, s23);
+#else
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++) lane[l] += (double)x[i + l] * x[i + l];
+#endif
+    double ss = (lane[0] + lane[2]) + (lane[1] + lane[3]);
+    for (; i < n; i++) ss += (double)x[i] * x[i];
+    const float var = (float)(ss / n), r = 1.0f / sqrtf(var + eps);
+    i = 0;
+#ifdef __wasm_simd128__
+    const v128_t vr = wasm_f32x4_splat(r);
+    for (; i + 4 <= n; i += 4) wasm_v128_store(out + i, wasm_f32x4_mul(wasm_v128_load(w + i), wasm_f32x4_mul(wasm_v128_load(x + i), vr)));
+#endif
+    for (; i < n; i++) out[i] = w[i] * (x[i] * r);
 }
 
 void k_residual(float *y, const float *r, const float *h, int n) {
@@ -458,22 +492,22 @@ float k_exp(float x) {
 static inline v128_t exp4(v128_t x) {
     x = wasm_f32x4_pmin(x, wasm_f32x4_splat(89.0f));
     x = wasm_f32x4_pmax(x, wasm_f32x4_splat(-104.0f));
-    const v128_t z = wasm_f32x4_nearest(wasm_f32x4_mul(x, wasm_f32x4_splat(EXP_LOG2E)));
+    /* z = nearest(x log2 e) by the 1.5 * 2^23 addition (see nearest_int4), which also leaves n in the low bits */
+    const v128_t magic = wasm_f32x4_splat(12582912.0f), zm = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(EXP_LOG2E)), magic);
+    const v128_t z = wasm_f32x4_sub(zm, magic);
     const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_HI))),
                                     wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_LO)));
     v128_t p = wasm_f32x4_splat(EXP_C[0]);
     for (int k = 1; k < 6; k++) p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(EXP_C[k]));
     p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), r), wasm_f32x4_splat(1.0f));
-    const v128_t n = wasm_i32x4_trunc_sat_f32x4(z), n1 = wasm_i32x4_shr(n, 1), bias = wasm_i32x4_splat(127);
+    const v128_t n = wasm_i32x4_sub(zm, magic), n1 = wasm_i32x4_shr(n, 1), bias = wasm_i32x4_splat(127);
     const v128_t f1 = wasm_i32x4_shl(wasm_i32x4_add(n1, bias), 23), f2 = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_sub(n, n1), bias), 23);
     return wasm_f32x4_mul(wasm_f32x4_mul(p, f1), f2);
 }
 #endif
 
-void k_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    /* the sum in 4 interleaved lanes, as the SIMD path adds them */
+/* x[i] = e^(x[i] - mx) / sum_j e^(x[j] - mx): the sum in 4 interleaved lanes, as the SIMD path adds them. */
+static void softmax_from_max(float *x, int n, float mx) {
     float lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     int i = 0;
 #ifdef __wasm_simd128__
@@ -491,7 +525,42 @@ void k_softmax(float *x, int n) {
 #endif
     float sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
     for (; i < n; i++) sum += x[i] = k_exp(x[i] - mx);
-    for (i = 0; i < n; i++) x[i] /= sum;
+    i = 0;
+#ifdef __wasm_simd128__
+    const v128_t vsum_all = wasm_f32x4_splat(sum);
+    for (; i + 4 <= n; i += 4) wasm_v128_store(x + i, wasm_f32x4_div(wasm_v128_load(x + i), vsum_all));
+#endif
+    for (; i < n; i++) x[i] /= sum;
+}
+
+/* The largest of mx and x[0..n) (pmax keeps mx on a NaN, as the scalar comparison does; the order of
+ * comparisons cannot change a maximum of numbers). */
+static float max_from(const float *x, int n, float mx) {
+    int i = 0;
+#ifdef __wasm_simd128__
+    v128_t vmx = wasm_f32x4_splat(mx);
+    for (; i + 4 <= n; i += 4) vmx = wasm_f32x4_pmax(vmx, wasm_v128_load(x + i));
+    float lanes[4];
+    wasm_v128_store(lanes, vmx);
+    for (int l = 0; l < 4; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+#endif
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+void k_softmax(float *x, int n) { softmax_from_max(x, n, max_from(x, n, x[0])); }
+
+static void attention_probs(float *s, int n, float scale, const float *bias, const int *keys) {
+    int t = 0;
+#ifdef __wasm_simd128__
+    const v128_t vscale = wasm_f32x4_splat(scale);
+    for (; t + 4 <= n; t += 4) {
+        const v128_t b = wasm_f32x4_make(bias[keys[t]], bias[keys[t + 1]], bias[keys[t + 2]], bias[keys[t + 3]]);
+        wasm_v128_store(s + t, wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(s + t), vscale), b));
+    }
+#endif
+    for (; t < n; t++) s[t] = s[t] * scale + bias[keys[t]];
+    softmax_from_max(s, n, max_from(s, n, s[0]));
 }
 
 float k_silu(float x) { return x / (1.0f + k_exp(-x)); }

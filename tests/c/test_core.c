@@ -1,5 +1,6 @@
 /* Unit tests of the C core's pure pieces: the JSON reader, fp16/bf16 conversion (exhaustive), the dynamic-mask
- * top-k selection with ties, the exponential and the decode thread probe. The core's sources are included so
+ * top-k selection with ties, the exponential, the kernels' summation orders and edge cases (run natively and in
+ * a wasm SIMD128 build), and the decode thread probe. The core's sources are included so
  * static helpers are testable. */
 #include <math.h>
 #include <stdio.h>
@@ -133,6 +134,128 @@ static void test_exp(void) {
     CHECK(fabsf(sum - 1.0f) < 1e-6f && x[6] == 0.0f && x[2] > x[1], "softmax: sum %g", sum);
 }
 
+/* The kernels' SIMD paths must give the portable path's bits: these checks run in the native build and again in
+ * a wasm SIMD128 build of this file (make test-c), against references written here from the documented orders. */
+static float frand_signed(void) { return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f; }
+
+static int same_bits(const float *a, const float *b, int n) {
+    return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+}
+
+static void test_quantize_edges(void) {
+    int16_t q[Q8_GROUP];
+    float x[Q8_GROUP], d;
+    /* scale 1: ties go to even, signs kept, NaN to 0 and left out of the maximum, wherever it sits */
+    for (int nan_at = 0; nan_at < Q8_GROUP; nan_at += 13) {
+        for (int i = 0; i < Q8_GROUP; i++) x[i] = (float)(i % 9) - 4.5f; /* -4.5 .. 3.5 */
+        x[5] = 127.0f;
+        x[nan_at == 5 ? 6 : nan_at] = NAN;
+        k_quantize_q8_wide(q, &d, 1, x, Q8_GROUP);
+        int ok = d == 1.0f;
+        for (int i = 0; i < Q8_GROUP; i++) ok &= q[i] == (x[i] != x[i] ? 0 : (int16_t)nearbyintf(x[i]));
+        CHECK(ok && q[1] == -4 && q[2] == -2 && q[3] == -2 && q[4] == 0 && q[8] == 4, "ties or NaN (at %d) quantized wrongly", nan_at);
+    }
+    /* random groups against the definition d = absmax / 127, q = nearest(x / d) */
+    srand(3);
+    int bad = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        const float scale = ldexpf(1.0f, trial % 40 - 20);
+        for (int i = 0; i < Q8_GROUP; i++) x[i] = frand_signed() * scale;
+        k_quantize_q8_wide(q, &d, 1, x, Q8_GROUP);
+        float amax = 0.0f;
+        for (int i = 0; i < Q8_GROUP; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        bad += d != amax / 127.0f;
+        for (int i = 0; i < Q8_GROUP; i++) bad += q[i] != (int16_t)nearbyintf(x[i] * (1.0f / d)) || q[i] > 127 || q[i] < -127;
+    }
+    CHECK(bad == 0, "%d random quantized values differ from the definition", bad);
+    /* all zero, an infinity, a scale below the normal floats: the group is 0 */
+    const float special[3] = {0.0f, INFINITY, 1e-37f};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; i < Q8_GROUP; i++) x[i] = k ? special[k] * (i % 3 - 1) * 0.5f : 0.0f;
+        x[7] = special[k];
+        k_quantize_q8_wide(q, &d, 1, x, Q8_GROUP);
+        int zero = 1;
+        for (int i = 0; i < Q8_GROUP; i++) zero &= q[i] == 0;
+        CHECK(zero && (k == 1 ? isinf(d) : d == special[k] / 127.0f), "group of %g: d %g, not all 0", special[k], d);
+    }
+}
+
+/* softmax, SwiGLU and RMSNorm against the scalar definitions, summed in the orders kernels.c documents */
+static void test_elementwise_orders(void) {
+    srand(4);
+    for (int n = 1; n <= 41; n += 4) {
+        float x[41], want[41], up[41], norm_w[41];
+        for (int i = 0; i < n; i++) x[i] = frand_signed() * 20.0f, up[i] = frand_signed(), norm_w[i] = frand_signed();
+        if (n > 9) x[9] = -INFINITY;
+        /* softmax: the maximum, e^(x - max) by k_exp, the sum in 4 interleaved lanes then the tail */
+        float mx = x[0], lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+        int i = 0;
+        for (; i + 4 <= n; i += 4)
+            for (int l = 0; l < 4; l++) lane[l] += want[i + l] = k_exp(x[i + l] - mx);
+        float sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+        for (; i < n; i++) sum += want[i] = k_exp(x[i] - mx);
+        for (i = 0; i < n; i++) want[i] /= sum;
+        float got[41];
+        memcpy(got, x, sizeof got);
+        k_softmax(got, n);
+        CHECK(same_bits(got, want, n), "softmax over %d values", n);
+        /* SwiGLU: silu(g) * up */
+        for (i = 0; i < n; i++) want[i] = k_silu(x[i] / 4.0f) * up[i], got[i] = x[i] / 4.0f;
+        k_swiglu(got, up, (size_t)n);
+        CHECK(same_bits(got, want, n), "swiglu over %d values", n);
+        /* RMSNorm: squares in double, 4 lanes added as (l0 + l2) + (l1 + l3), then the tail */
+        for (i = 0; i < n; i++) x[i] = x[i] == -INFINITY ? 3.0f : x[i];
+        double dl[4] = {0.0, 0.0, 0.0, 0.0};
+        for (i = 0; i + 4 <= n; i += 4)
+            for (int l = 0; l < 4; l++) dl[l] += (double)x[i + l] * x[i + l];
+        double ss = (dl[0] + dl[2]) + (dl[1] + dl[3]);
+        for (; i < n; i++) ss += (double)x[i] * x[i];
+        const float r = 1.0f / sqrtf((float)(ss / n) + 1e-6f);
+        for (i = 0; i < n; i++) want[i] = norm_w[i] * (x[i] * r);
+        k_rmsnorm(got, x, norm_w, n, 1e-6f);
+        CHECK(same_bits(got, want, n), "rmsnorm over %d values", n);
+    }
+}
+
+/* Attention over keys taken in any increasing order: two heads at once give each head's bits alone, and the
+ * result matches a double-precision softmax(q.k * scale + bias) v within float rounding. */
+static void test_attend(void) {
+    srand(5);
+    enum { T = 23, HD = 12 };
+    float K[T * HD], V[T * HD], bias[T], q[2 * HD], o2[2 * HD], o1[2 * HD], scores[2 * T];
+    for (int i = 0; i < T * HD; i++) K[i] = frand_signed(), V[i] = frand_signed();
+    for (int t = 0; t < T; t++) bias[t] = frand_signed();
+    for (int i = 0; i < 2 * HD; i++) q[i] = frand_signed() * 2.0f;
+    int keys[T], n = 0;
+    for (int t = 0; t < T; t++)
+        if (t % 4 != 1) keys[n++] = t; /* gaps, as the dynamic mask's top-k leaves them */
+    for (int contiguous = 0; contiguous < 2; contiguous++) {
+        if (contiguous)
+            for (n = 0; n < T; n++) keys[n] = n;
+        k_attend(o2, q, 2, K, V, bias, keys, n, HD, 0.3f, scores);
+        for (int r = 0; r < 2; r++) k_attend(o1 + r * HD, q + r * HD, 1, K, V, bias, keys, n, HD, 0.3f, scores);
+        CHECK(same_bits(o1, o2, 2 * HD), "attention: two heads at once differ from one by one (%s keys)", contiguous ? "contiguous" : "gapped");
+        double worst = 0.0;
+        for (int r = 0; r < 2; r++) {
+            double p[T], mx = -1e300, sum = 0.0;
+            for (int t = 0; t < n; t++) {
+                double dot = 0.0;
+                for (int i = 0; i < HD; i++) dot += (double)q[r * HD + i] * K[keys[t] * HD + i];
+                p[t] = dot * 0.3 + bias[keys[t]];
+                mx = p[t] > mx ? p[t] : mx;
+            }
+            for (int t = 0; t < n; t++) sum += p[t] = exp(p[t] - mx);
+            for (int i = 0; i < HD; i++) {
+                double v = 0.0;
+                for (int t = 0; t < n; t++) v += p[t] / sum * V[keys[t] * HD + i];
+                worst = fmax(worst, fabs(v - o2[r * HD + i]));
+            }
+        }
+        CHECK(worst < 1e-5, "attention is %g off the double-precision reference", worst);
+    }
+}
+
 /* The decode thread probe: it times steps on one thread and on all, keeps the faster, probes again after a
  * period that doubles while the choice holds and shrinks back when it changes; all threads losing by far end a
  * probe early, and all threads turning slow between probes start one at once. */
@@ -198,6 +321,9 @@ int main(void) {
     test_half_conversions();
     test_select_top();
     test_exp();
+    test_quantize_edges();
+    test_elementwise_orders();
+    test_attend();
     test_decode_probe();
     test_late_step();
     printf("%d passed, %d failed\n", checks - failures, failures);
