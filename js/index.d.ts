@@ -31,8 +31,9 @@ export interface LoadOptions {
    * transformers layout and contextLength > keep_window_size (BAD_INPUT otherwise). Default false. */
   boundedCache?: boolean;
   /** Prompts longer than this many tokens run through the model in pieces of this many (default 256, like
-   * llama.cpp's micro-batch), so the activations' memory is sized by the piece, not the prompt. Results do
-   * not depend on it. MoE models and sequence classifiers run every call whole. */
+   * llama.cpp's micro-batch), so the activations' memory is sized by the piece, not the prompt; the
+   * activations of one piece are allocated at load. Results do not depend on it. MoE models and sequence
+   * classifiers run every call whole. */
   batchSize?: number;
   /** Host that repo ids resolve against (default https://huggingface.co). */
   hubHost?: string;

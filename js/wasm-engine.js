@@ -347,6 +347,12 @@ export class WasmSession extends CObject {
     this.engine.mod._doge_session_set_batch(this.handle, tokens);
   }
 
+  /** Allocates now the activations of a call of `tokens` tokens (doge.h doge_session_reserve). */
+  reserve(tokens) {
+    const status = this.engine.mod._doge_session_reserve(this.handle, tokens, this.engine.errPtr);
+    if (status !== 0) this.engine.raise(status);
+  }
+
   /**
    * Runs throwaway tokens (a short prompt, then one decoding step) and resets. The wasm engine first runs code
    * compiled by a fast baseline compiler and optimizes a function only after it has done a certain amount of

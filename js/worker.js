@@ -81,6 +81,7 @@ serveRpc({
       const session = model.createSession(options.contextLength);
       try {
         if (options.batchSize !== undefined) session.setBatch(options.batchSize);
+        session.reserve(Math.min(session.batch, session.nCtx)); // the memory of a prompt of a full batch, taken now
         session.warmUp();
         if (options.boundedCache) session.setBounded(true);
       } catch (e) {

@@ -108,6 +108,10 @@ int doge_session_set_bounded(DogeSession *s, int on, DogeError *err);
  * depend on it. MoE models and sequence classifiers run every call whole (their results depend on it). */
 void doge_session_set_batch(DogeSession *s, int tokens);
 int doge_session_batch(const DogeSession *s);
+/* Allocates now the activations of a call of `tokens` tokens (one piece of it where calls run in pieces), which
+ * the first call that needs them would allocate otherwise: the memory is taken when the model loads, and the
+ * first long prompt does not wait for fresh pages. */
+int doge_session_reserve(DogeSession *s, int tokens, DogeError *err);
 int doge_session_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
 double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */

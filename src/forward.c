@@ -647,6 +647,15 @@ static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     return DOGE_OK;
 }
 
+/* Tokens in the pieces of an S-token call (S if it runs whole). Every token is computed the same way in a piece as in the whole call (the
+ * rotary state is set once, for the whole call), so pieces bound the workspace without changing results. MoE
+ * routing depends on the whole call (HF's view(2, N, K) of the router logits) and a sequence classifier pools
+ * over it: those calls run whole. */
+static int call_piece(const DogeSession *s, int S) {
+    const DogeConfig *c = &s->m->cfg;
+    return c->is_moe || c->task == DOGE_TASK_SEQ_CLS || S < s->batch ? S : s->batch;
+}
+
 DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, DogeError *err) {
     const DogeConfig *c = &m->cfg;
     if (n_ctx <= 0) n_ctx = c->max_position_embeddings;
@@ -768,6 +777,14 @@ static void compact_cache(DogeSession *s) {
 }
 void doge_session_set_batch(DogeSession *s, int tokens) { s->batch = tokens < 1 ? 1 : tokens; }
 int doge_session_batch(const DogeSession *s) { return s->batch; }
+
+int doge_session_reserve(DogeSession *s, int tokens, DogeError *err) {
+    if (tokens <= 0) {
+        doge_set_error(err, DOGE_ERR_INPUT, "cannot reserve activations for %d tokens", tokens);
+        return err->code;
+    }
+    return ensure_workspace(s, call_piece(s, tokens), err);
+}
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
 double doge_session_cache_bytes(const DogeSession *s) {
@@ -860,9 +877,6 @@ static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out,
     matmul_w(s, out, s->xn, &m->lm_head, NULL, rows, D, V);
 }
 
-/* Every token is computed the same way in a piece as in the whole call (the rotary state is set once, for the
- * whole call), so pieces bound the workspace without changing results. MoE routing depends on the whole call
- * (HF's view(2, N, K) of the router logits) and a sequence classifier pools over it: those calls run whole. */
 int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode, DogeError *err) {
     const DogeConfig *c = &s->m->cfg;
     const int V = c->vocab_size;
@@ -900,8 +914,8 @@ int doge_forward(DogeSession *s, const int32_t *ids, int S, float *out, int mode
     }
     /* HF sets the rotary state once per call, from its last position */
     rope_update(s, (long)s->pos + S);
-    const int piece = c->is_moe || c->task == DOGE_TASK_SEQ_CLS ? S : s->batch;
-    if (ensure_workspace(s, S < piece ? S : piece, err) != DOGE_OK) return err->code;
+    const int piece = call_piece(s, S);
+    if (ensure_workspace(s, piece, err) != DOGE_OK) return err->code;
     for (int t0 = 0; t0 < S; t0 += piece) {
         const int n = S - t0 < piece ? S - t0 : piece;
         if (mode == DOGE_LOGITS_ALL) forward_piece(s, ids + t0, n, out + (size_t)t0 * V, mode);

@@ -459,3 +459,19 @@ test('batchSize: a long prompt runs in pieces, with the same tokens and less mem
   assert.ok(whole.memory - pieces.memory > 3e6, `whole prompt ${whole.memory} B, in pieces ${pieces.memory} B`);
   await assert.rejects(loadModel(dir, { batchSize: 0 }), { code: 'BAD_ARGUMENT' });
 });
+
+test('the activations of a full batch are taken at load: a first long prompt finds them ready', async () => {
+  const wide = `${hubRoot}/wide-reserve`; // 80 KB of activations per token: 20 MB for a batch of 256, past the heap's slack
+  writeTinyModel(wide, { hidden: 128, inter: 8192, layers: 1, maxPos: 600 });
+  for (const build of ['single', 'threads']) {
+    const model = await loadModel(wide, { build, contextLength: 600 });
+    try {
+      const memory = async (length) => (await model.generate(Array.from({ length }, (_, i) => 3 + (i % 60)), { maxNewTokens: 1, eosTokenId: [] }).result).stats.memoryBytes;
+      const short = await memory(1), batch = await memory(256), long = await memory(520);
+      assert.equal(batch, short, `${build}: memory grew from ${short} to ${batch} B on the first 256-token prompt`);
+      assert.equal(long, short, `${build}: a prompt of several batches runs in the same memory`);
+    } finally {
+      await model.dispose();
+    }
+  }
+});
