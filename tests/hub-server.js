@@ -1,7 +1,12 @@
 // A local stand-in for the Hugging Face hub: serves <root>/<org>/<repo>/<file> at
 // /<org>/<repo>/resolve/<revision>/<file>, on 127.0.0.1 only.
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
+
+/** The hash of a file's content (hashed on every request: a file replaced within the filesystem's mtime tick
+ * keeps its size and mtime, so neither can tell that it changed). */
+const contentTag = (path) => `"${createHash('sha256').update(readFileSync(path)).digest('hex')}"`;
 
 /** @param {string} root @param {{chunkDelayMs?: number}} [opts] chunkDelayMs streams 4 KiB pieces slowly */
 export async function startHub(root, { chunkDelayMs = 0 } = {}) {
@@ -18,7 +23,7 @@ export async function startHub(root, { chunkDelayMs = 0 } = {}) {
       if (path) {
         const st = statSync(path);
         size = st.size;
-        etag = `"${size}-${Math.round(st.mtimeMs)}"`; // changes when the file is replaced, like the hub's
+        etag = contentTag(path); // the content's hash, like the hub's ETag of an LFS file (its sha256)
       }
     } catch {}
     if (size < 0) {
