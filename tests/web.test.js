@@ -187,6 +187,27 @@ test('Stop (and the Escape key) aborts the generation at once; screen readers wa
   await page.context().close();
 });
 
+test('the manifest\'s icons exist at their stated sizes; the maskable one is opaque to its corners', async () => {
+  const page = await openPage(site.url);
+  const icons = await page.evaluate(async () => {
+    const manifest = await (await fetch(document.querySelector('link[rel="manifest"]').href)).json();
+    return Promise.all(manifest.icons.map(async (icon) => {
+      const img = new Image();
+      img.src = icon.src;
+      await img.decode();
+      const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+      const g = canvas.getContext('2d');
+      g.drawImage(img, 0, 0);
+      return { ...icon, width: img.naturalWidth, height: img.naturalHeight, cornerAlpha: g.getImageData(0, 0, 1, 1).data[3] };
+    }));
+  });
+  for (const icon of icons.filter((i) => i.sizes !== 'any')) assert.equal(`${icon.width}x${icon.height}`, icon.sizes, icon.src);
+  const maskable = icons.filter((i) => i.purpose?.split(' ').includes('maskable'));
+  assert.ok(maskable.length > 0 && maskable.every((i) => i.purpose === 'maskable' && i.cornerAlpha === 255), JSON.stringify(maskable));
+  assert.ok(icons.some((i) => !i.purpose && i.sizes === '512x512'), 'an icon for any purpose at 512x512');
+  await page.context().close();
+});
+
 test('served without COOP/COEP, the single-thread build runs and says so', async () => {
   const plain = await serve({ root: `${ROOT}build/web`, port: 0, isolation: false });
   const page = await openPage(`${plain.url}?nosw`);
