@@ -7,7 +7,7 @@ EMCC ?= emcc
 PY := /usr/bin/python3
 export NODE_PATH := /usr/share/nodejs
 
-CORE_SRC := src/json.c src/config.c src/loader.c src/kernels.c src/pool.c src/forward.c src/sampler.c
+CORE_SRC := src/json.c src/config.c src/loader.c src/kernels.c src/pool.c src/forward.c src/sampler.c src/warmup.c
 CORE_HDR := $(wildcard src/*.h)
 NATIVE_SRC := $(CORE_SRC) src/load_dir.c src/cli_native.c
 
@@ -22,7 +22,7 @@ WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loa
 	_doge_session_threads _doge_session_n_ctx _doge_forward _doge_status_name _doge_sampler_new _doge_sampler_free \
 	_doge_sampler_accept _doge_sampler_sample _doge_session_next _doge_model_layout _doge_model_set_moe_routing \
 	_doge_loader_set_weights _doge_model_weights _doge_model_weight_bytes _doge_session_cache_bytes \
-	_doge_session_set_bounded _doge_session_set_batch _doge_session_batch _doge_session_reserve
+	_doge_session_set_bounded _doge_session_set_batch _doge_session_batch _doge_session_reserve _doge_warm_up
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -111,7 +111,7 @@ build/cases/index.json: tests/reference/make_cases.py | deps-test
 	$(PY) tests/reference/make_cases.py build/cases
 
 # test_core.c includes forward.c and loader.c to reach their static helpers
-TEST_CORE_SRC := tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c
+TEST_CORE_SRC := tests/c/test_core.c src/json.c src/config.c src/kernels.c src/pool.c src/sampler.c src/warmup.c
 build/native/test_core: tests/c/test_core.c $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_COMMON) -O1 -g -pthread -Isrc $(TEST_CORE_SRC) -lm -o $@

@@ -51,7 +51,7 @@ export async function loadModel(source, options) {
   } finally {
     unfollow();
   }
-  if (progress.failed || signal?.aborted) { // too late for the worker to notice (during warm-up): undo the load
+  if (progress.failed || signal?.aborted) { // too late for the worker to notice (its answer was on the way): undo the load
     await model.dispose();
     throw stopped(null);
   }

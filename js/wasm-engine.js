@@ -104,8 +104,7 @@ export class Engine {
    * @param {'f32'|'int8'} [weights] the weight format in memory
    */
   createLoader(configText, weights = 'f32') {
-    const format = WEIGHTS.indexOf(weights);
-    if (format < 0) throw new DogeError('BAD_ARGUMENT', `weights must be one of ${WEIGHTS.join(', ')}, got '${weights}'`);
+    const format = weightsFormat(weights);
     const { ptr, len } = this.allocString(configText);
     const handle = this.mod._doge_loader_new(ptr, len, this.errPtr);
     this.mod._free(ptr);
@@ -116,6 +115,15 @@ export class Engine {
       this.raise(status);
     }
     return new WasmLoader(this, handle);
+  }
+
+  /**
+   * Runs a tiny model made in the core through the forward pass (doge.h doge_warm_up), so that the wasm
+   * engine's optimizing compiles of the hot functions start now and run while the real weights stream in.
+   * @param {'f32'|'int8'} [weights]
+   */
+  warmUp(weights = 'f32') {
+    if (this.mod._doge_warm_up(weightsFormat(weights), this.errPtr) !== 0) this.raise(this.status());
   }
 
   /** Bytes of wasm memory (it only grows, so this is also its peak). */
@@ -205,6 +213,13 @@ export class WasmLoader extends CObject {
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
 export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by number
 const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
+
+/** The DogeWeights number of a weight format name. */
+function weightsFormat(weights) {
+  const format = WEIGHTS.indexOf(weights);
+  if (format < 0) throw new DogeError('BAD_ARGUMENT', `weights must be one of ${WEIGHTS.join(', ')}, got '${weights}'`);
+  return format;
+}
 const BUILDS = ['auto', 'threads', 'single'];
 /** The most tokens a context or a batch may hold (the CLI's bound too). */
 const MAX_TOKENS = 1 << 24;
@@ -351,24 +366,6 @@ export class WasmSession extends CObject {
   reserve(tokens) {
     const status = this.engine.mod._doge_session_reserve(this.handle, tokens, this.engine.errPtr);
     if (status !== 0) this.engine.raise(status);
-  }
-
-  /**
-   * Runs throwaway tokens (a short prompt, then one decoding step) and resets. The wasm engine first runs code
-   * compiled by a fast baseline compiler and optimizes a function only after it has done a certain amount of
-   * work, in the background; without this the first prompt after loading runs partly on baseline code
-   * (measured on Doge-20M dims, int8: the first 256-token prompt at 2000-2600 tok/s after a 4-token warm-up,
-   * 2600-2800 after 64 tokens, ~2850 for later prompts). The prompt is sized to about the same work whatever
-   * the model: 64 tokens for Doge-20M, fewer for larger models, at least 4.
-   */
-  warmUp() {
-    const params = this.model.weightBytes / (this.model.weights === 'int8' ? 1 : 4);
-    const n = Math.min(64, Math.max(4, Math.round(1e9 / params)), this.nCtx - 2);
-    if (n < 4 || this.pos !== 0) return;
-    const ids = Array.from({ length: n }, (_, i) => (i + 1) % this.model.vocabSize);
-    this.forward(ids, this.model.task === 'causal-lm' ? LOGITS.NONE : LOGITS.LAST);
-    this.forward([(n + 1) % this.model.vocabSize], LOGITS.LAST);
-    this.reset();
   }
 
   /**

@@ -69,6 +69,7 @@ serveRpc({
     const engine = await Engine.create({ threads: options.threads ?? 1, build: options.build ?? 'auto' });
     let model;
     try {
+      engine.warmUp(options.weights);
       model = await streamWeights(engine, src, configText, {
         weights: options.weights,
         onProgress: (p) => ctx.emit('progress', p),
@@ -82,7 +83,6 @@ serveRpc({
       try {
         if (options.batchSize !== undefined) session.setBatch(options.batchSize);
         session.reserve(Math.min(session.batch, session.nCtx)); // the memory of a prompt of a full batch, taken now
-        session.warmUp();
         if (options.boundedCache) session.setBounded(true);
       } catch (e) {
         session.free();

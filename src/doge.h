@@ -152,6 +152,12 @@ int32_t doge_sampler_sample(DogeSampler *sp, float *logits, float *probs);
  * The sampler is not told about the returned token; the caller accepts it if it keeps it. */
 int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n, int32_t *token, DogeError *err);
 
+/* Runs a tiny model made in memory (in the given DogeWeights format) through the loader, a few prompts and
+ * decoding steps, then frees it. In wasm, calling this before streaming the real weights starts the engine's
+ * optimizing compiles of the forward pass at once, so that they finish while the weights arrive and the first
+ * prompt runs on optimized code (see warmup.c). */
+int doge_warm_up(int weights, DogeError *err);
+
 const char *doge_status_name(int code);
 
 #ifdef __cplusplus

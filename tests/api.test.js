@@ -312,7 +312,7 @@ test('loadModel with an already aborted signal rejects with ABORTED and starts n
   assert.equal(rpcs.size, 0, 'no worker answered anything');
 });
 
-test('an abort that arrives after the weights are in (during warm-up) still rejects, and frees the model', async () => {
+test('an abort that arrives after the weights are in (the answer on its way) still rejects, and frees the model', async () => {
   const ac = new AbortController();
   let loadRpc;
   const p = watchingRpc((rpc, msg) => {

@@ -256,6 +256,14 @@ static void test_attend(void) {
     }
 }
 
+/* The engine warm-up's tiny model loads and runs in both weight formats. */
+static void test_warm_up(void) {
+    for (int weights = DOGE_WEIGHTS_F32; weights <= DOGE_WEIGHTS_INT8; weights++) {
+        DogeError err = {0};
+        CHECK(doge_warm_up(weights, &err) == DOGE_OK, "warm-up (weights %d): %s", weights, err.msg);
+    }
+}
+
 /* The decode thread probe: it times steps on one thread and on all, keeps the faster, probes again after a
  * period that doubles while the choice holds and shrinks back when it changes; all threads losing by far end a
  * probe early, and all threads turning slow between probes start one at once. */
@@ -324,6 +332,7 @@ int main(void) {
     test_quantize_edges();
     test_elementwise_orders();
     test_attend();
+    test_warm_up();
     test_decode_probe();
     test_late_step();
     printf("%d passed, %d failed\n", checks - failures, failures);
