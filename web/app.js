@@ -132,11 +132,13 @@ async function load() {
   state.loading?.abort(); // a load still running (a second drop) gives way: one engine at a time
   const loading = (state.loading = new AbortController());
   setBusy(true);
+  // the page's state for scripts and tests (loading, ready, failed): loading from the click on, not only once
+  // the old model is gone, or a script waiting for 'ready' would see the old model's
+  $('engine-status').textContent = 'engine: loading…';
+  document.body.dataset.engine = 'loading';
   const old = state.model;
   state.model = null;
   await old?.dispose();
-  $('engine-status').textContent = 'engine: loading…';
-  document.body.dataset.engine = 'loading'; // the page's state for scripts and tests: loading, ready, failed
   try {
     const threads = Number($('threads').value) || 1;
     state.model = await loadModel(source, {
