@@ -22,7 +22,7 @@ WASM_EXPORTS := _malloc _free _doge_loader_new _doge_loader_begin_file _doge_loa
 	_doge_session_threads _doge_session_n_ctx _doge_forward _doge_status_name _doge_sampler_new _doge_sampler_free \
 	_doge_sampler_accept _doge_sampler_sample _doge_session_next _doge_model_layout _doge_model_set_moe_routing \
 	_doge_loader_set_weights _doge_model_weights _doge_model_weight_bytes _doge_session_cache_bytes \
-	_doge_session_set_bounded _doge_session_set_batch _doge_session_batch _doge_session_reserve _doge_warm_up
+	_doge_session_set_bounded _doge_session_set_batch _doge_session_batch _doge_session_reserve _doge_warm_up _doge_session_set_thread_cap _doge_session_mean_threads
 comma := ,
 empty :=
 space := $(empty) $(empty)

@@ -99,7 +99,7 @@ export class StopMatcher {
 }
 
 /** The stats of a generation; times in ms (0 and rates null for a step that did not run). */
-function generationStats(engine, opts, promptTokens, generatedTokens, prefillMs, decodeMs, stopReason) {
+function generationStats(engine, session, opts, promptTokens, generatedTokens, prefillMs, decodeMs, stopReason) {
   return {
     promptTokens,
     generatedTokens,
@@ -111,6 +111,7 @@ function generationStats(engine, opts, promptTokens, generatedTokens, prefillMs,
     seed: opts.seed,
     build: engine.info.build,
     threads: engine.info.threads,
+    decodeThreads: session.meanThreads,
     memoryBytes: engine.memoryBytes,
   };
 }
@@ -126,13 +127,16 @@ function generationStats(engine, opts, promptTokens, generatedTokens, prefillMs,
  * @param {ReturnType<typeof resolveOptions>} a.opts
  * @param {(piece: {text: string, tokenId: number}) => void} a.emit
  * @param {() => boolean} a.aborted
+ * @param {() => void} [a.adaptThreads] called before the prompt and now and then while decoding: may change the
+ *   session's thread cap
  */
-export async function runGeneration({ engine, session, vocabSize, tokenizer, promptIds, opts, emit, aborted }) {
+export async function runGeneration({ engine, session, vocabSize, tokenizer, promptIds, opts, emit, aborted, adaptThreads }) {
   if (promptIds.length === 0) throw new DogeError('BAD_INPUT', 'the prompt is empty (no tokens)');
   if (promptIds.length > session.nCtx && !session.bounded) {
     throw new DogeError('CONTEXT_OVERFLOW', `the prompt has ${promptIds.length} tokens; the context holds ${session.nCtx} (raise contextLength)`);
   }
   session.reset();
+  adaptThreads?.();
   const sampler = new WasmSampler(engine, vocabSize, opts);
   const decoder = tokenizer?.streamDecoder();
   const stops = new StopMatcher(opts.stop);
@@ -141,7 +145,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
   let stopReason = 'length';
   try {
     sampler.accept(promptIds); // transformers penalizes prompt tokens too
-    if (aborted()) return { text: '', ids: [], stats: generationStats(engine, opts, promptIds.length, 0, 0, 0, 'abort') }; // nothing run
+    if (aborted()) return { text: '', ids: [], stats: generationStats(engine, session, opts, promptIds.length, 0, 0, 0, 'abort') }; // nothing run
     const t0 = performance.now();
     let next = session.next(promptIds, sampler);
     const t1 = performance.now();
@@ -167,6 +171,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
       }
       if (performance.now() - lastYield >= YIELD_EVERY_MS) { // let a queued abort in, without a yield per token
         await yieldToEvents();
+        adaptThreads?.();
         lastYield = performance.now();
       }
       if (aborted()) {
@@ -187,7 +192,7 @@ export async function runGeneration({ engine, session, vocabSize, tokenizer, pro
       emit({ text: tail, tokenId: null }); // text held back for a possible stop string
     }
     const decodeMs = performance.now() - t1;
-    return { text, ids, stats: generationStats(engine, opts, promptIds.length, ids.length, t1 - t0, decodeMs, stopReason) };
+    return { text, ids, stats: generationStats(engine, session, opts, promptIds.length, ids.length, t1 - t0, decodeMs, stopReason) };
   } finally {
     sampler.free();
   }

@@ -95,6 +95,9 @@ export interface GenerationStats {
   seed: number;
   build: 'threads' | 'single';
   threads: number;
+  /** the mean number of threads the decoding steps ran on (1 to threads; fewer while other processes keep
+   * cores busy or when one thread was timed faster; 0 when nothing was decoded) */
+  decodeThreads: number;
   /** bytes of wasm memory at the end (its peak: wasm memory never shrinks) */
   memoryBytes: number;
 }

@@ -362,6 +362,16 @@ export class WasmSession extends CObject {
     this.engine.mod._doge_session_set_batch(this.handle, tokens);
   }
 
+  /** Lets calls use at most `threads` threads (doge.h doge_session_set_thread_cap). */
+  setThreadCap(threads) {
+    if (this.engine.mod._doge_session_set_thread_cap(this.handle, threads, this.engine.errPtr) !== 0) this.engine.raise(this.engine.status());
+  }
+
+  /** The mean number of threads the one-token steps since the last reset started on (0 before any). */
+  get meanThreads() {
+    return this.engine.mod._doge_session_mean_threads(this.handle);
+  }
+
   /** Allocates now the activations of a call of `tokens` tokens (doge.h doge_session_reserve). */
   reserve(tokens) {
     const status = this.engine.mod._doge_session_reserve(this.handle, tokens, this.engine.errPtr);

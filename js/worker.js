@@ -10,8 +10,9 @@ import { openSource, parseJson, readJson } from './sources.js';
 import { streamWeights } from './weights.js';
 import { loadTokenizer } from './tokenizer.js';
 import { resolveOptions, runGeneration } from './generation.js';
+import { threadCap, watchFreeCores } from './free-cores.js';
 
-let state = null; // {engine, model, session, tokenizer, config, generationConfig}
+let state = null; // {engine, model, session, tokenizer, config, generationConfig, freeCores}
 let queue = Promise.resolve(); // one session: requests that use it run one after another
 
 function serialized(fn) {
@@ -23,6 +24,12 @@ function serialized(fn) {
 function requireState() {
   if (!state) throw new DogeError('NOT_LOADED', 'no model is loaded');
   return state;
+}
+
+/** Caps the session's threads at the cores other processes leave free, where the OS tells (Node). */
+function adaptThreads({ engine, session, freeCores }) {
+  const free = engine.info.threads > 1 ? freeCores?.read() : null;
+  if (free != null) session.setThreadCap(threadCap(free, engine.info.threads));
 }
 
 function requireTokenizer() {
@@ -66,6 +73,7 @@ serveRpc({
     const config = parseJson(configText, 'config.json', 'BAD_CONFIG');
     const generationConfig = (await readJson(src, 'generation_config.json', { code: 'BAD_CONFIG', optional: true })) ?? {};
     const tokenizer = await loadTokenizer(src);
+    const freeCores = await watchFreeCores(); // from here: loading shows which cores other processes keep busy
     const engine = await Engine.create({ threads: options.threads ?? 1, build: options.build ?? 'auto' });
     let model;
     try {
@@ -88,7 +96,8 @@ serveRpc({
         session.free();
         throw e;
       }
-      state = { engine, model, session, tokenizer, config, generationConfig };
+      state = { engine, model, session, tokenizer, config, generationConfig, freeCores };
+      adaptThreads(state);
     } catch (e) {
       model?.free();
       engine.dispose();
@@ -112,6 +121,7 @@ serveRpc({
           opts,
           emit: batch.push,
           aborted: ctx.aborted,
+          adaptThreads: () => adaptThreads(s),
         });
       } finally {
         batch.flush();

@@ -113,6 +113,13 @@ int doge_session_batch(const DogeSession *s);
  * first long prompt does not wait for fresh pages. */
 int doge_session_reserve(DogeSession *s, int tokens, DogeError *err);
 int doge_session_threads(const DogeSession *s);
+/* Lets calls use at most `threads` of the session's threads from now on (more than it has: all of them), for a
+ * caller that knows other processes keep the remaining cores busy (e.g. from the OS's CPU accounting): a step on
+ * a core another process holds loses to one thread. Generation steps time 1 thread against all the cap allows;
+ * raising the cap times them again at once. */
+int doge_session_set_thread_cap(DogeSession *s, int threads, DogeError *err);
+/* The mean number of threads one-token generation steps started on since the last reset (0 before any). */
+double doge_session_mean_threads(const DogeSession *s);
 int doge_session_n_ctx(const DogeSession *s);
 double doge_session_cache_bytes(const DogeSession *s); /* bytes of the KV and bias caches */
 

@@ -156,6 +156,8 @@ struct DogeSession {
     float *scratch;       /* [threads][scratch_words] */
     DecodeProbe probe;    /* thread count of generation steps (doge_session_next) */
     double deadline_ms;   /* a generation step on all threads still running then finishes on one (0: none) */
+    int thread_cap;       /* threads calls may use (doge_session_set_thread_cap), 1..pool threads */
+    long steps, thread_steps; /* one-token generation steps since the reset, and the threads they ran on, summed */
 };
 
 /* ---------------------------------------------------------------------------------------------------- */
@@ -679,6 +681,7 @@ DogeSession *doge_session_new(const DogeModel *m, int n_ctx, int n_threads, Doge
     s->inv_freq_orig = malloc(sizeof(float) * (size_t)(hd / 2));
     s->logits = malloc(sizeof(float) * (size_t)(c->task == DOGE_TASK_SEQ_CLS ? c->num_labels : c->vocab_size));
     s->pool = pool_new(n_threads);
+    s->thread_cap = s->pool ? pool_threads(s->pool) : 1;
     /* attention needs (2 + heads per bias row) x n_ctx words; MoE routing 2K + K*K (value, index) pairs, top_k
      * weights and D */
     uint64_t words = (2 + (uint64_t)heads_per_bias_row(m)) * T;
@@ -704,6 +707,7 @@ void doge_session_reset(DogeSession *s) {
     const DogeConfig *c = &s->m->cfg;
     s->pos = 0;
     s->used = 0;
+    s->steps = s->thread_steps = 0;
     memcpy(s->inv_freq, s->inv_freq_orig, sizeof(float) * (size_t)(c->head_dim / 2));
     s->attn_scaling = s->attn_scaling_orig;
     s->rope_cached_len = c->max_position_embeddings;
@@ -786,6 +790,20 @@ int doge_session_reserve(DogeSession *s, int tokens, DogeError *err) {
     return ensure_workspace(s, call_piece(s, tokens), err);
 }
 int doge_session_threads(const DogeSession *s) { return pool_threads(s->pool); }
+
+int doge_session_set_thread_cap(DogeSession *s, int threads, DogeError *err) {
+    if (threads < 1) {
+        doge_set_error(err, DOGE_ERR_INPUT, "a thread cap must be at least 1, got %d", threads);
+        return err->code;
+    }
+    const int cap = threads < pool_threads(s->pool) ? threads : pool_threads(s->pool);
+    if (cap > s->thread_cap) s->probe.reprobe = 1; /* cores came back: time them again at once */
+    s->thread_cap = cap;
+    pool_set_active(s->pool, cap);
+    return DOGE_OK;
+}
+
+double doge_session_mean_threads(const DogeSession *s) { return s->steps ? (double)s->thread_steps / (double)s->steps : 0.0; }
 int doge_session_n_ctx(const DogeSession *s) { return s->n_ctx; }
 double doge_session_cache_bytes(const DogeSession *s) {
     const DogeConfig *c = &s->m->cfg;
@@ -934,15 +952,19 @@ int doge_session_next(DogeSession *s, DogeSampler *sp, const int32_t *ids, int n
                        doge_sampler_vocab_size(sp), s->m->cfg.vocab_size);
         return err->code;
     }
-    const int all = pool_threads(s->pool), probing = n == 1 && all > 1;
+    const int all = s->thread_cap, probing = n == 1 && all > 1;
     if (probing) pool_set_active(s->pool, decode_probe_threads(&s->probe, all));
+    if (n == 1) {
+        s->steps++;
+        s->thread_steps += pool_active(s->pool);
+    }
     const double t0 = probing ? now_ms() : 0.0;
     if (probing && pool_active(s->pool) > 1 && s->probe.one_ms > 0.0) s->deadline_ms = t0 + DECODE_PROBE_LOST * s->probe.one_ms;
     int rc = doge_forward(s, ids, n, s->logits, DOGE_LOGITS_LAST, err);
     if (probing) {
         s->deadline_ms = 0.0;
         decode_probe_record(&s->probe, now_ms() - t0);
-        pool_set_active(s->pool, all); /* prompts and other calls use every thread */
+        pool_set_active(s->pool, all); /* prompts and other calls use every thread they may */
     }
     if (rc != DOGE_OK) return rc;
     *token = doge_sampler_sample(sp, s->logits, NULL);

@@ -2,13 +2,15 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpus } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { loadModel, DogeError } from '../js/index.js';
 import { RpcClient } from '../js/protocol.js';
 import { writeTinyModel } from './fixtures.js';
 import { startHub } from './hub-server.js';
 import { tempDir } from './helpers.js';
+import { threadCap } from '../js/free-cores.js';
 
 const hubRoot = tempDir('hub');
 const dir = `${hubRoot}/test-org/tiny-doge`;
@@ -474,4 +476,26 @@ test('the activations of a full batch are taken at load: a first long prompt fin
       await model.dispose();
     }
   }
+});
+
+test('threadCap: a thread for each core left free, within a quarter of a core, at least one', () => {
+  assert.deepEqual([[0.3, 2], [1.05, 2], [1.7, 2], [1.8, 2], [2, 2], [3.9, 2], [3.9, 8], [7.5, 8]].map(([free, threads]) => threadCap(free, threads)),
+    [1, 1, 1, 2, 2, 2, 4, 7]);
+});
+
+test('threads back off from the cores other processes keep busy, and come back when they are free (Node)', { skip: cpus().length > 16 && 'too many cores to fill' }, async () => {
+  const model = await loadModel(dir, { build: 'threads', threads: 2 });
+  const ids = Array.from({ length: 8 }, (_, i) => 3 + i);
+  const decodeThreads = async () => (await model.generate(ids, { maxNewTokens: 120, temperature: 0, eosTokenId: [] }).result).stats.decodeThreads;
+  let busy = [];
+  try {
+    busy = Array.from({ length: cpus().length - 1 }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+    await new Promise((r) => setTimeout(r, 400)); // the OS's accounting sees them
+    assert.equal(await decodeThreads(), 1, 'one core left: every step on one thread, no probe on two');
+  } finally {
+    for (const p of busy) p.kill('SIGKILL');
+  }
+  await new Promise((r) => setTimeout(r, 400));
+  assert.ok((await decodeThreads()) > 1, 'cores free again: steps on both threads (at least the probe\'s)');
+  await model.dispose();
 });

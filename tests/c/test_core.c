@@ -256,6 +256,23 @@ static void test_attend(void) {
     }
 }
 
+/* A thread cap limits every call's threads, at most to the pool's; raising it times the threads again at once. */
+static void test_thread_cap(void) {
+    DogeSession s = {0};
+    DogeError err = {0};
+    s.pool = pool_new(2);
+    if (!s.pool) return;
+    s.thread_cap = 2;
+    CHECK(doge_session_set_thread_cap(&s, 1, &err) == DOGE_OK && s.thread_cap == 1 && pool_active(s.pool) == 1, "cap 1");
+    CHECK(decode_probe_offset(&s.probe) == 0 && !s.probe.reprobe, "lowering the cap does not start a probe");
+    s.probe.period = DECODE_PROBE_MIN_PERIOD;
+    s.probe.step = s.probe.start + 10;
+    CHECK(doge_session_set_thread_cap(&s, 5, &err) == DOGE_OK && s.thread_cap == 2 && pool_active(s.pool) == 2, "cap above the pool: all");
+    CHECK(s.probe.reprobe && decode_probe_offset(&s.probe) == 0, "raising the cap starts a probe");
+    CHECK(doge_session_set_thread_cap(&s, 0, &err) == DOGE_ERR_INPUT && s.thread_cap == 2, "cap 0 refused: %s", err.msg);
+    pool_free(s.pool);
+}
+
 /* The engine warm-up's tiny model loads and runs in both weight formats. */
 static void test_warm_up(void) {
     for (int weights = DOGE_WEIGHTS_F32; weights <= DOGE_WEIGHTS_INT8; weights++) {
@@ -335,6 +352,7 @@ int main(void) {
     test_warm_up();
     test_decode_probe();
     test_late_step();
+    test_thread_cap();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }

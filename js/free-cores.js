@@ -1,0 +1,47 @@
+/**
+ * How many cores other processes leave to this one, from the operating system's CPU accounting (Node only:
+ * browsers do not tell). A step on a core another process keeps busy loses to one thread; the core's timing
+ * probe finds that out by losing a few steps, the accounting tells it before any step runs.
+ * @module free-cores
+ */
+
+/** Shorter intervals are left to the next reading: the OS counts CPU time in ticks of 10 ms. */
+const MIN_INTERVAL_MS = 150;
+
+/**
+ * Starts watching; null where the OS does not tell (browsers).
+ * @returns {Promise<{read: () => number|null}|null>} read(): the cores this process could have used since the
+ *   last reading (its own use plus what no process used), or null when too little time has passed
+ */
+export async function watchFreeCores() {
+  if (typeof process === 'undefined' || !process.versions?.node) return null;
+  const os = await import('node:os');
+  const sample = () => {
+    const cpus = os.cpus();
+    let busy = 0;
+    for (const { times: t } of cpus) busy += t.user + t.nice + t.sys + t.irq;
+    const own = process.cpuUsage(); // the whole process, every thread, in microseconds
+    return { at: performance.now(), busy, own: (own.user + own.system) / 1000, cores: cpus.length };
+  };
+  let last = sample();
+  return {
+    read() {
+      const now = sample();
+      const ms = now.at - last.at;
+      if (ms < MIN_INTERVAL_MS || !now.cores) return null; // some platforms list no cores: nothing to tell
+      const others = Math.max(0, now.busy - last.busy - (now.own - last.own)) / ms; // cores other processes kept busy
+      last = now;
+      return Math.max(1, now.cores - others);
+    },
+  };
+}
+
+/**
+ * The threads a session should use when `free` cores are left to this process: all of them when every
+ * thread has a core (within a quarter of one: the accounting's ticks and brief housekeeping), else as many as
+ * there are cores, at least 1.
+ * @param {number} free @param {number} threads
+ */
+export function threadCap(free, threads) {
+  return Math.max(1, Math.min(threads, Math.floor(free + 0.25)));
+}
