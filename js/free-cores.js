@@ -37,11 +37,11 @@ export async function watchFreeCores() {
 }
 
 /**
- * The threads a session should use when `free` cores are left to this process: all of them when every
- * thread has a core (within a quarter of one: the accounting's ticks and brief housekeeping), else as many as
- * there are cores, at least 1.
+ * The threads a session may use when `free` cores are left to this process: one per free core, a core more
+ * than half free counting as free (a core shared with a lighter process is for the timing probe to judge), at
+ * least 1, at most `threads`.
  * @param {number} free @param {number} threads
  */
 export function threadCap(free, threads) {
-  return Math.max(1, Math.min(threads, Math.floor(free + 0.25)));
+  return Math.max(1, Math.min(threads, Math.floor(free + 0.5)));
 }

@@ -478,9 +478,9 @@ test('the activations of a full batch are taken at load: a first long prompt fin
   }
 });
 
-test('threadCap: a thread for each core left free, within a quarter of a core, at least one', () => {
-  assert.deepEqual([[0.3, 2], [1.05, 2], [1.7, 2], [1.8, 2], [2, 2], [3.9, 2], [3.9, 8], [7.5, 8]].map(([free, threads]) => threadCap(free, threads)),
-    [1, 1, 1, 2, 2, 2, 4, 7]);
+test('threadCap: a thread for each core left free (more than half free counts), at least one', () => {
+  assert.deepEqual([[0.3, 2], [1.05, 2], [1.45, 2], [1.6, 2], [2, 2], [3.9, 2], [3.4, 8], [7.5, 8]].map(([free, threads]) => threadCap(free, threads)),
+    [1, 1, 1, 2, 2, 2, 3, 8]);
 });
 
 test('threads back off from the cores other processes keep busy, and come back when they are free (Node)', { skip: cpus().length > 16 && 'too many cores to fill' }, async () => {
