@@ -35,6 +35,21 @@ export function targets(results) {
   return rows.map(([what, got, want]) => [what, got, want, got === undefined ? null : got >= want]);
 }
 
+/** The busy-core pair beyond its medians: runs of the two alternate, so the ratio of each 2-thread run to the
+ * 1-thread run next to it cancels slow spells that last longer than a run; and how many threads the 2-thread
+ * runs' steps actually used. */
+function busyPair(results) {
+  const m = byLabel(results, 'doge-20m');
+  const one = m.get('doge-wasm node threads int8 1t one core busy'), two = m.get('doge-wasm node threads int8 2t one core busy');
+  if (!one?.decode_runs || !two?.decode_runs) return '';
+  const ratios = two.decode_runs.map((x, i) => x / one.decode_runs[i]).sort((a, b) => a - b);
+  const mid = ratios.length % 2 ? ratios[(ratios.length - 1) / 2] : (ratios[ratios.length / 2 - 1] + ratios[ratios.length / 2]) / 2;
+  const threads = two.decode_threads_runs ? `; the 2-thread runs' decoding steps ran on ${fmt(Math.min(...two.decode_threads_runs), 2)}-` +
+    `${fmt(Math.max(...two.decode_threads_runs), 2)} threads on average (1.00: the same work as 1 thread)` : '';
+  return `\nWith one core busy, the 2-thread run over the 1-thread run next to it: median ${fmt(mid, 2)}x, ` +
+    `${fmt(ratios[0], 2)}-${fmt(ratios[ratios.length - 1], 2)}x over ${ratios.length} pairs${threads}.\n`;
+}
+
 /** Engine memory against weights + KV cache + 32 MB, and the bounded cache's memory over a long generation. */
 function memoryChecks(results) {
   const lines = [];
@@ -70,11 +85,12 @@ export function renderMarkdown(results) {
       `get ${fmt(par.prefill_scaling, 2)}x the prefill and ${fmt(par.decode_scaling, 2)}x the decode throughput of one alone ` +
       `(2.00x = two independent cores): the ceiling for any 2-thread speed-up here.\n`;
   }
+  md += busyPair(results);
   for (const model of models) {
-    md += `\n## ${model}\n\n| runtime | decode tok/s | prefill tok/s | prefill again tok/s | first token ms | load ms | decode runs |\n|---|---|---|---|---|---|---|\n`;
+    md += `\n## ${model}\n\n| runtime | decode tok/s | prefill tok/s | prefill again tok/s | first token ms | load ms | decode threads | decode runs |\n|---|---|---|---|---|---|---|---|\n`;
     for (const r of results.runs.filter((x) => x.model === model && !x.long)) {
-      md += r.error ? `| ${r.label} | failed: ${r.error.replace(/\|/g, '/')} | | | | | |\n`
-        : `| ${r.label} | ${fmt(r.decode_tok_s)} | ${fmt(r.prefill_tok_s)} | ${fmt(r.prefill_again_tok_s)} | ${fmt(r.ttft_ms)} | ${fmt(r.load_ms)} | ${(r.decode_runs ?? []).map((x) => fmt(x)).join(', ')} |\n`;
+      md += r.error ? `| ${r.label} | failed: ${r.error.replace(/\|/g, '/')} | | | | | | |\n`
+        : `| ${r.label} | ${fmt(r.decode_tok_s)} | ${fmt(r.prefill_tok_s)} | ${fmt(r.prefill_again_tok_s)} | ${fmt(r.ttft_ms)} | ${fmt(r.load_ms)} | ${fmt(r.decode_threads, 2)} | ${(r.decode_runs ?? []).map((x) => fmt(x)).join(', ')} |\n`;
     }
   }
   md += `\n## Memory\n\n${memoryChecks(results)}`;

@@ -96,8 +96,9 @@ function summarize(model, label, runs) {
   const mid = median(runs.map((r) => r.decode_tok_s));
   const pick = runs.find((r) => r.decode_tok_s === mid);
   const again = runs.every((r) => r.prefill_again_tok_s) ? { prefill_again_tok_s: median(runs.map((r) => r.prefill_again_tok_s)) } : {};
+  const threads = runs.every((r) => r.decode_threads !== undefined) ? { decode_threads_runs: runs.map((r) => r.decode_threads) } : {};
   return { label, ...pick, model, prefill_tok_s: median(runs.map((r) => r.prefill_tok_s)), ...again,
-    decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s) };
+    decode_runs: runs.map((r) => r.decode_tok_s), prefill_runs: runs.map((r) => r.prefill_tok_s), ...threads };
 }
 
 /** Every configuration `repeat` times, round-robin, so that the machine's slow spells (2 shared cores) fall on
