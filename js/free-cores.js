@@ -5,8 +5,9 @@
  * @module free-cores
  */
 
-/** Shorter intervals are left to the next reading: the OS counts CPU time in ticks of 10 ms. */
-const MIN_INTERVAL_MS = 150;
+/** Shorter intervals are left to the next reading: the OS counts CPU time in ticks of 10 ms, so a busy core
+ * reads as 0.8-1.2 cores over 100 ms, which still rounds to one (threadCap). */
+const MIN_INTERVAL_MS = 100;
 
 /**
  * Starts watching; null where the OS does not tell (browsers).
@@ -16,6 +17,10 @@ const MIN_INTERVAL_MS = 150;
 export async function watchFreeCores() {
   if (typeof process === 'undefined' || !process.versions?.node) return null;
   const os = await import('node:os');
+  // Held to some of the machine's cores (taskset, a container's cpuset), this process would count the other
+  // cores' load against itself: the timing probe alone decides then. (A CPU quota is not seen: every core
+  // looks free, and again the probe decides.)
+  if (os.availableParallelism && os.availableParallelism() !== os.cpus().length) return null;
   const sample = () => {
     const cpus = os.cpus();
     let busy = 0;

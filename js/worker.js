@@ -96,8 +96,8 @@ serveRpc({
         session.free();
         throw e;
       }
+      adaptThreads({ engine, session, freeCores });
       state = { engine, model, session, tokenizer, config, generationConfig, freeCores };
-      adaptThreads(state);
     } catch (e) {
       model?.free();
       engine.dispose();

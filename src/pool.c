@@ -22,12 +22,13 @@ typedef struct {
     _Atomic(PoolFn) fn;
     _Atomic(void *) ctx;
     atomic_int n_items, chunk;
+    atomic_int threads; /* threads 0..threads-1 take part (pool_set_active when the job started) */
 } Job;
 #endif
 
 struct Pool {
     int n_threads; /* including the caller */
-    int active;    /* 1: pool_run runs on the caller alone; else every thread takes part (pool_set_active) */
+    int active;    /* threads that take part in pool_run: the caller and workers 1..active-1 (pool_set_active) */
 #ifndef DOGE_NO_THREADS
     pthread_t *workers;
     pthread_mutex_t mu;
@@ -104,7 +105,9 @@ static void *worker_main(void *arg) {
         wait_for_job(p, seen, SPIN_ROUNDS >> (missed < 16 ? missed : 16));
         if (atomic_load(&p->quit)) return NULL;
         seen = atomic_load(&p->generation);
-        missed = run_claims(p, seen, t) ? 0 : missed + 1;
+        /* a worker left out of this job (a thread cap) counts as late: it soon sleeps instead of spinning */
+        const int included = t < atomic_load_explicit(&p->job[seen & 1].threads, memory_order_relaxed);
+        missed = included && run_claims(p, seen, t) ? 0 : missed + 1;
     }
 }
 #endif
@@ -156,6 +159,7 @@ void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items) {
         atomic_store_explicit(&j->ctx, ctx, memory_order_relaxed);
         atomic_store_explicit(&j->n_items, n_items, memory_order_relaxed);
         atomic_store_explicit(&j->chunk, chunk, memory_order_relaxed);
+        atomic_store_explicit(&j->threads, p->active, memory_order_relaxed);
         atomic_store(&p->done_items, 0);
         atomic_store(&p->claim, (uint64_t)(gen & 0xffffffffu) << 32); /* publishes the job (seq_cst) */
         atomic_store(&p->generation, gen);

@@ -14,8 +14,7 @@ Pool *pool_new(int n_threads);
 void pool_run(Pool *p, PoolFn fn, void *ctx, int n_items);
 /* Threads in the pool (the caller included). */
 int pool_threads(const Pool *p);
-/* 1: the next pool_run calls run on the caller alone; more: every thread takes part again (the count only sizes
- * the chunks, so callers pass 1 or pool_threads). */
+/* The threads that take part in the next pool_run calls: the caller and workers 1..n-1 (1: the caller alone). */
 void pool_set_active(Pool *p, int n);
 int pool_active(const Pool *p);
 void pool_free(Pool *p);

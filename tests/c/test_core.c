@@ -3,6 +3,7 @@
  * a wasm SIMD128 build), and the decode thread probe. The core's sources are included so
  * static helpers are testable. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,15 +139,18 @@ static void test_exp(void) {
  * a wasm SIMD128 build of this file (make test-c), against references written here from the documented orders. */
 static float frand_signed(void) { return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f; }
 
+/* Bitwise equal, any NaN matching any NaN (wasm does not fix a NaN's sign). */
 static int same_bits(const float *a, const float *b, int n) {
-    return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+    for (int i = 0; i < n; i++)
+        if (isnan(a[i]) ? !isnan(b[i]) : memcmp(&a[i], &b[i], sizeof(float)) != 0) return 0;
+    return 1;
 }
 
 static void test_quantize_edges(void) {
     int16_t q[Q8_GROUP];
     float x[Q8_GROUP], d;
     /* scale 1: ties go to even, signs kept, NaN to 0 and left out of the maximum, wherever it sits */
-    for (int nan_at = 0; nan_at < Q8_GROUP; nan_at += 13) {
+    for (int nan_at = 0; nan_at < Q8_GROUP; nan_at += 7) { /* 0, 7, 14, 21, 28: every lane of a vector */
         for (int i = 0; i < Q8_GROUP; i++) x[i] = (float)(i % 9) - 4.5f; /* -4.5 .. 3.5 */
         x[5] = 127.0f;
         x[nan_at == 5 ? 6 : nan_at] = NAN;
@@ -183,10 +187,11 @@ static void test_quantize_edges(void) {
 /* softmax, SwiGLU and RMSNorm against the scalar definitions, summed in the orders kernels.c documents */
 static void test_elementwise_orders(void) {
     srand(4);
-    for (int n = 1; n <= 41; n += 4) {
+    for (int n = 1; n <= 41; n++) { /* every tail length */
         float x[41], want[41], up[41], norm_w[41];
         for (int i = 0; i < n; i++) x[i] = frand_signed() * 20.0f, up[i] = frand_signed(), norm_w[i] = frand_signed();
         if (n > 9) x[9] = -INFINITY;
+        if (n % 5 == 0) x[n - 2] = NAN; /* NaN anywhere: every output NaN, in both paths */
         /* softmax: the maximum, e^(x - max) by k_exp, the sum in 4 interleaved lanes then the tail */
         float mx = x[0], lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
@@ -205,7 +210,7 @@ static void test_elementwise_orders(void) {
         k_swiglu(got, up, (size_t)n);
         CHECK(same_bits(got, want, n), "swiglu over %d values", n);
         /* RMSNorm: squares in double, 4 lanes added as (l0 + l2) + (l1 + l3), then the tail */
-        for (i = 0; i < n; i++) x[i] = x[i] == -INFINITY ? 3.0f : x[i];
+        for (i = 0; i < n; i++) x[i] = x[i] == -INFINITY || isnan(x[i]) ? 3.0f : x[i];
         double dl[4] = {0.0, 0.0, 0.0, 0.0};
         for (i = 0; i + 4 <= n; i += 4)
             for (int l = 0; l < 4; l++) dl[l] += (double)x[i + l] * x[i + l];
@@ -263,14 +268,37 @@ static void test_thread_cap(void) {
     s.pool = pool_new(2);
     if (!s.pool) return;
     s.thread_cap = 2;
-    CHECK(doge_session_set_thread_cap(&s, 1, &err) == DOGE_OK && s.thread_cap == 1 && pool_active(s.pool) == 1, "cap 1");
-    CHECK(decode_probe_offset(&s.probe) == 0 && !s.probe.reprobe, "lowering the cap does not start a probe");
     s.probe.period = DECODE_PROBE_MIN_PERIOD;
     s.probe.step = s.probe.start + 10;
+    CHECK(doge_session_set_thread_cap(&s, 1, &err) == DOGE_OK && s.thread_cap == 1 && pool_active(s.pool) == 1, "cap 1");
+    CHECK(decode_probe_offset(&s.probe) == 10 && !s.probe.reprobe, "lowering the cap does not start a probe");
     CHECK(doge_session_set_thread_cap(&s, 5, &err) == DOGE_OK && s.thread_cap == 2 && pool_active(s.pool) == 2, "cap above the pool: all");
     CHECK(s.probe.reprobe && decode_probe_offset(&s.probe) == 0, "raising the cap starts a probe");
     CHECK(doge_session_set_thread_cap(&s, 0, &err) == DOGE_ERR_INPUT && s.thread_cap == 2, "cap 0 refused: %s", err.msg);
     pool_free(s.pool);
+}
+
+/* Records the highest thread index that ran an item. */
+static void note_thread(void *ctx, int begin, int end, int thread) {
+    atomic_int *highest = ctx;
+    for (volatile int i = begin * 2000; i < end * 2000; i++) {
+    }
+    for (int h = atomic_load(highest); thread > h && !atomic_compare_exchange_weak(highest, &h, thread);) {
+    }
+}
+
+/* pool_set_active(n) leaves workers n.. out of the jobs. */
+static void test_pool_active(void) {
+    Pool *p = pool_new(4);
+    if (!p || pool_threads(p) < 3) { /* a build without threads, or no room for them */
+        pool_free(p);
+        return;
+    }
+    atomic_int highest = 0;
+    pool_set_active(p, 2);
+    for (int job = 0; job < 200; job++) pool_run(p, note_thread, &highest, 64);
+    CHECK(atomic_load(&highest) <= 1, "thread %d ran an item with 2 threads active", atomic_load(&highest));
+    pool_free(p);
 }
 
 /* The engine warm-up's tiny model loads and runs in both weight formats. */
@@ -353,6 +381,7 @@ int main(void) {
     test_decode_probe();
     test_late_step();
     test_thread_cap();
+    test_pool_active();
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
