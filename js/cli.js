@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DogeError, loadModel, loadModelTokenizer } from './index.js';
 import { benchModel } from './bench.js';
+import { MOE_ROUTING, WEIGHTS } from './wasm-engine.js';
 
 /** The small model trained by this project and shipped with the package (tools/train.py). */
 const EMBEDDED_MODEL = fileURLToPath(new URL('../models/doge-mini', import.meta.url));
@@ -194,8 +195,8 @@ function loadOptions(values) {
     contextLength: intOption(values, 'context-length', 1, 1 << 24),
     boundedCache: values['bounded-cache'],
     batchSize: intOption(values, 'batch-size', 1, 1 << 24),
-    moeRouting: oneOf(values, 'moe-routing', ['hf', 'legacy_2025_03']),
-    weights: oneOf(values, 'weights', ['f32', 'int8']),
+    moeRouting: oneOf(values, 'moe-routing', MOE_ROUTING),
+    weights: oneOf(values, 'weights', WEIGHTS),
     hubHost: values['hub-host'],
     revision: values.revision,
     onProgress: progressBar(),

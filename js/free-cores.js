@@ -20,24 +20,23 @@ export async function watchFreeCores() {
   // Held to some of the machine's cores (taskset, a container's cpuset), this process would count the other
   // cores' load against itself: the timing probe alone decides then. (A CPU quota is not seen: every core
   // looks free, and again the probe decides.)
-  if (os.availableParallelism && os.availableParallelism() !== os.cpus().length) return null;
+  // Some platforms list no cores: nothing to tell.
+  const cores = os.cpus().length;
+  if (!cores || (os.availableParallelism && os.availableParallelism() !== cores)) return null;
   const sample = () => {
-    const cpus = os.cpus();
     let busy = 0;
-    for (const { times: t } of cpus) busy += t.user + t.nice + t.sys + t.irq;
+    for (const { times: t } of os.cpus()) busy += t.user + t.nice + t.sys + t.irq;
     const own = process.cpuUsage(); // the whole process, every thread, in microseconds
-    return { at: performance.now(), busy, own: (own.user + own.system) / 1000, cores: cpus.length };
+    return { at: performance.now(), busy, own: (own.user + own.system) / 1000 };
   };
   let last = sample();
   return {
     read() {
       if (performance.now() - last.at < MIN_INTERVAL_MS) return null; // checked first: reading costs ~40 us
       const now = sample();
-      const ms = now.at - last.at;
-      if (!now.cores) return null; // some platforms list no cores: nothing to tell
-      const others = Math.max(0, now.busy - last.busy - (now.own - last.own)) / ms; // cores other processes kept busy
+      const others = Math.max(0, now.busy - last.busy - (now.own - last.own)) / (now.at - last.at); // cores other processes kept busy
       last = now;
-      return Math.max(1, now.cores - others);
+      return Math.max(1, cores - others);
     },
   };
 }

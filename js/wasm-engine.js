@@ -212,7 +212,7 @@ export class WasmLoader extends CObject {
 
 export const LOGITS = { NONE: 0, LAST: 1, ALL: 2 };
 export const MOE_ROUTING = ['hf', 'legacy_2025_03']; // DogeMoeRouting, by number
-const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
+export const WEIGHTS = ['f32', 'int8']; // DogeWeights, by number
 
 /** The DogeWeights number of a weight format name. */
 function weightsFormat(weights) {
@@ -312,10 +312,9 @@ export class WasmModel extends CObject {
   }
 
   /**
-   * @param {number} nCtx KV cache capacity in tokens (0 = max_position_embeddings)
+   * @param {number} [nCtx] tokens the KV cache holds (default: max_position_embeddings)
    * @returns {WasmSession}
    */
-  /** @param {number} [nCtx] tokens the KV cache holds (default: max_position_embeddings) */
   createSession(nCtx) {
     if (nCtx !== undefined) checkInteger('contextLength', nCtx, 1, MAX_TOKENS);
     const s = this.engine.mod._doge_session_new(this.handle, nCtx ?? 0, this.engine.info.threads, this.engine.errPtr);
@@ -374,8 +373,7 @@ export class WasmSession extends CObject {
 
   /** Allocates now the activations of a call of `tokens` tokens (doge.h doge_session_reserve). */
   reserve(tokens) {
-    const status = this.engine.mod._doge_session_reserve(this.handle, tokens, this.engine.errPtr);
-    if (status !== 0) this.engine.raise(status);
+    if (this.engine.mod._doge_session_reserve(this.handle, tokens, this.engine.errPtr) !== 0) this.engine.raise(this.engine.status());
   }
 
   /**

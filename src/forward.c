@@ -649,10 +649,10 @@ static int ensure_workspace(DogeSession *s, int S, DogeError *err) {
     return DOGE_OK;
 }
 
-/* Tokens in the pieces of an S-token call (S if it runs whole). Every token is computed the same way in a piece as in the whole call (the
- * rotary state is set once, for the whole call), so pieces bound the workspace without changing results. MoE
- * routing depends on the whole call (HF's view(2, N, K) of the router logits) and a sequence classifier pools
- * over it: those calls run whole. */
+/* Tokens in the pieces of an S-token call (S if it runs whole). Every token is computed the same way in a piece
+ * as in the whole call (the rotary state is set once, for the whole call), so pieces bound the workspace without
+ * changing results. MoE routing depends on the whole call (HF's view(2, N, K) of the router logits) and a
+ * sequence classifier pools over it: those calls run whole. */
 static int call_piece(const DogeSession *s, int S) {
     const DogeConfig *c = &s->m->cfg;
     return c->is_moe || c->task == DOGE_TASK_SEQ_CLS || S < s->batch ? S : s->batch;
@@ -814,8 +814,6 @@ double doge_session_cache_bytes(const DogeSession *s) {
 /* ---------------------------------------------------------------------------------------------------- */
 /* the forward pass                                                                                      */
 
-/* One piece of a forward call: S tokens through every layer into the cache, then the logits `mode` asks for.
- * The caller has checked the input, sized the workspace and set the rotary state for the whole call. */
 /* A generation step on all threads that has already taken longer than one thread would (a core taken away:
  * workers stall the step) runs its remaining layers on the calling thread alone. */
 static void finish_late_step_alone(DogeSession *s) {
@@ -825,6 +823,8 @@ static void finish_late_step_alone(DogeSession *s) {
     }
 }
 
+/* One piece of a forward call: S tokens through every layer into the cache, then the logits `mode` asks for.
+ * The caller has checked the input, sized the workspace and set the rotary state for the whole call. */
 static void forward_piece(DogeSession *s, const int32_t *ids, int S, float *out, int mode) {
     const DogeModel *m = s->m;
     const DogeConfig *c = &m->cfg;

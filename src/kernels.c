@@ -219,11 +219,14 @@ void k_matmul_rows(float *y, const float *x, const float *w, const float *b, int
  * rows sit side by side (k_q8_scale_index), so one vector multiply scales a group of 4 rows at once. */
 
 #ifdef __wasm_simd128__
-/* The nearest integers (ties to even) of 4 floats in [-2^22, 2^22], NaN to 0, in int32 lanes: adding 1.5 * 2^23
- * rounds to an integer held in the low mantissa bits (the same rounding as f32x4.nearest); cheaper than
+/* 1.5 * 2^23: a float in [-2^22, 2^22] plus this is rounded (ties to even, as f32x4.nearest) to an integer held
+ * in the sum's low mantissa bits, so that subtracting its bits as integers leaves that integer. Cheaper than
  * nearest + trunc_sat, which V8 expands to a long sequence. */
+#define ROUND_MAGIC 12582912.0f
+
+/* The nearest integers (ties to even) of 4 floats in [-2^22, 2^22], NaN to 0, in int32 lanes. */
 static inline v128_t nearest_int4(v128_t y) {
-    const v128_t magic = wasm_f32x4_splat(12582912.0f);
+    const v128_t magic = wasm_f32x4_splat(ROUND_MAGIC);
     const v128_t n = wasm_i32x4_sub(wasm_f32x4_add(y, magic), magic);
     return wasm_v128_and(n, wasm_f32x4_eq(y, y));
 }
@@ -492,8 +495,8 @@ float k_exp(float x) {
 static inline v128_t exp4(v128_t x) {
     x = wasm_f32x4_pmin(x, wasm_f32x4_splat(89.0f));
     x = wasm_f32x4_pmax(x, wasm_f32x4_splat(-104.0f));
-    /* z = nearest(x log2 e) by the 1.5 * 2^23 addition (see nearest_int4), which also leaves n in the low bits */
-    const v128_t magic = wasm_f32x4_splat(12582912.0f), zm = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(EXP_LOG2E)), magic);
+    /* z = nearest(x log2 e) by the ROUND_MAGIC addition, which also leaves n in the low bits */
+    const v128_t magic = wasm_f32x4_splat(ROUND_MAGIC), zm = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(EXP_LOG2E)), magic);
     const v128_t z = wasm_f32x4_sub(zm, magic);
     const v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_HI))),
                                     wasm_f32x4_mul(z, wasm_f32x4_splat(EXP_LN2_LO)));

@@ -14,12 +14,16 @@
 /* The tiny model: transformers layout, q/k norms, 2 layers, a keep window shorter than the prompt so that the
  * dynamic mask's top-k selection runs too. */
 enum { WARM_V = 256, WARM_D = 128, WARM_I = 256, WARM_L = 2, WARM_H = 2, WARM_KV = 1, WARM_HD = WARM_D / WARM_H };
-enum { WARM_PROMPT = 32, WARM_PROMPTS = 3, WARM_STEPS = 24, WARM_CTX = WARM_PROMPT + WARM_STEPS };
+enum { WARM_PROMPT = 32, WARM_PROMPTS = 3, WARM_STEPS = 24, WARM_CTX = WARM_PROMPT + WARM_STEPS, WARM_WINDOW = 24, WARM_MAX_POS = 64 };
 
-static const char WARM_CONFIG[] =
-    "{\"architectures\": [\"DogeForCausalLM\"], \"model_type\": \"doge\", \"vocab_size\": 256, \"hidden_size\": 128,"
-    " \"intermediate_size\": 256, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
-    " \"max_position_embeddings\": 64, \"keep_window_size\": 24, \"tie_word_embeddings\": true}";
+/* Its config.json; returns the text's length. */
+static int warm_config(char *out, size_t size) {
+    return snprintf(out, size,
+                    "{\"architectures\": [\"DogeForCausalLM\"], \"model_type\": \"doge\", \"vocab_size\": %d, \"hidden_size\": %d, "
+                    "\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+                    "\"max_position_embeddings\": %d, \"keep_window_size\": %d, \"tie_word_embeddings\": true}",
+                    WARM_V, WARM_D, WARM_I, WARM_L, WARM_H, WARM_KV, WARM_MAX_POS, WARM_WINDOW);
+}
 
 typedef struct {
     char name[64];
@@ -65,12 +69,11 @@ static size_t warm_safetensors(uint8_t **out) {
     len += (size_t)snprintf(header + len, sizeof header - len, "{");
     for (int i = 0; i < n; i++) {
         const size_t bytes = 4 * warm_count(&t[i]);
-        if (t[i].cols)
-            len += (size_t)snprintf(header + len, sizeof header - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}",
-                                    i ? "," : "", t[i].name, t[i].rows, t[i].cols, offset, offset + bytes);
-        else
-            len += (size_t)snprintf(header + len, sizeof header - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%d],\"data_offsets\":[%zu,%zu]}",
-                                    i ? "," : "", t[i].name, t[i].rows, offset, offset + bytes);
+        char shape[32];
+        if (t[i].cols) snprintf(shape, sizeof shape, "%d,%d", t[i].rows, t[i].cols);
+        else snprintf(shape, sizeof shape, "%d", t[i].rows);
+        len += (size_t)snprintf(header + len, sizeof header - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
+                                i ? "," : "", t[i].name, shape, offset, offset + bytes);
         offset += bytes;
     }
     len += (size_t)snprintf(header + len, sizeof header - len, "}");
@@ -101,7 +104,8 @@ int doge_warm_up(int weights, DogeError *err) {
     DogeModel *m = NULL;
     DogeSession *s = NULL;
     DogeSampler *sp = NULL;
-    DogeLoader *ld = doge_loader_new(WARM_CONFIG, sizeof WARM_CONFIG - 1, err);
+    char config[512];
+    DogeLoader *ld = doge_loader_new(config, (size_t)warm_config(config, sizeof config), err);
     int rc = ld ? DOGE_OK : err->code;
     if (rc == DOGE_OK) rc = doge_loader_set_weights(ld, weights, err);
     if (rc == DOGE_OK) rc = doge_loader_begin_file(ld, "model.safetensors", err);

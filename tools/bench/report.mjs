@@ -1,6 +1,9 @@
 // Renders bench/results.json (tools/bench/run.mjs) as a Markdown report with the targets of issue #6 and an
 // SVG bar chart of decode speeds.
 
+/** The middle value (the lower one of an even count: always one of the values). */
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
 const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '–' : Number(x).toFixed(d));
 
 function byLabel(results, model) {
@@ -43,7 +46,7 @@ function busyPair(results) {
   const one = m.get('doge-wasm node threads int8 1t one core busy'), two = m.get('doge-wasm node threads int8 2t one core busy');
   if (!one?.decode_runs || !two?.decode_runs) return '';
   const ratios = two.decode_runs.map((x, i) => x / one.decode_runs[i]).sort((a, b) => a - b);
-  const mid = ratios.length % 2 ? ratios[(ratios.length - 1) / 2] : (ratios[ratios.length / 2 - 1] + ratios[ratios.length / 2]) / 2;
+  const mid = median(ratios);
   const threads = two.decode_threads_runs ? `; the 2-thread runs' decoding steps ran on ${fmt(Math.min(...two.decode_threads_runs), 2)}-` +
     `${fmt(Math.max(...two.decode_threads_runs), 2)} threads on average (1.00: the same work as 1 thread)` : '';
   return `\nWith one core busy, the 2-thread run over the 1-thread run next to it: median ${fmt(mid, 2)}x, ` +

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { renderMarkdown, renderSvg } from './report.mjs';
+import { median, renderMarkdown, renderSvg } from './report.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const { values } = parseArgs({
@@ -75,7 +75,6 @@ function configs(name) {
   return values.only === 'ours' ? ours : values.only === 'peers' ? peers : [...ours, ...peers];
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
 /** One run of a configuration: its JSON object, or {error}. */
 function runOnce([label, cmd, args]) {
